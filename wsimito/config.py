@@ -1,0 +1,107 @@
+"""Typed configuration: dataclass defaults <- YAML file <- command-line overrides.
+
+The defaults here are the single source of truth; ``configs/default.yaml``
+spells them out for users to copy (a test keeps the two equal).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from wsimito.errors import WsimitoError
+
+
+@dataclass(frozen=True)
+class TissueConfig:
+    """Tissue detection on a thumbnail."""
+
+    mpp: float = 8.0  # thumbnail resolution, µm/px
+    min_chroma: int = 15  # max(RGB) - min(RGB) below this is grey: glass, dust, shadow
+    glass_brightness: int = 215  # min(RGB) above this (and grey) is empty glass
+    black_level: int = 40  # max(RGB) below this is a scanner's blank black area or black ink
+    pen_green_excess: int = 10  # G above R by this much is marker ink (H&E keeps G lowest)
+    min_area_um2: float = 5000.0  # tissue fragments smaller than this are dropped
+    max_hole_um2: float = 50000.0  # holes (fat, lumina) smaller than this count as tissue
+
+
+@dataclass(frozen=True)
+class TilingConfig:
+    """The tile grid the models see."""
+
+    mpp: float = 0.25  # model resolution, µm/px
+    tile_size: int = 512  # tile side in pixels at that mpp, halo included
+    halo: int = 32  # overlap on each side, pixels at that mpp
+
+    def __post_init__(self):
+        if self.mpp <= 0:
+            raise WsimitoError(f"tiling.mpp must be positive, got {self.mpp}")
+        if self.halo < 0 or self.tile_size - 2 * self.halo < 16:
+            raise WsimitoError(
+                f"tiling: tile_size {self.tile_size} must exceed twice the halo {self.halo} by at least 16"
+            )
+
+
+@dataclass(frozen=True)
+class Config:
+    tissue: TissueConfig = field(default_factory=TissueConfig)
+    tiling: TilingConfig = field(default_factory=TilingConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def load_config(path=None, overrides: dict | None = None) -> Config:
+    """Defaults, updated by the YAML file at ``path``, then by ``{"section.key": value}`` overrides."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise WsimitoError(f"{path}: config file not found") from None
+        except yaml.YAMLError as exc:
+            raise WsimitoError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise WsimitoError(f"{path}: a config must be a mapping of sections")
+    for dotted, value in (overrides or {}).items():
+        section, key = dotted.split(".", 1)
+        data.setdefault(section, {})[key] = value
+    return _build(Config, data, str(path) if path else "config")
+
+
+def _build(cls, data: dict, where: str):
+    """Instantiate a config dataclass from a mapping, refusing keys it does not know."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise WsimitoError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})")
+    values = {}
+    for name, value in data.items():
+        default = known[name].default_factory() if known[name].default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(default):
+            if not isinstance(value, dict):
+                raise WsimitoError(f"{where}: section '{name}' must be a mapping")
+            values[name] = _build(type(default), value, f"{where}: {name}")
+        else:
+            values[name] = _coerce(value, known[name].default, f"{where}: {name}")
+    return cls(**values)
+
+
+def _coerce(value, default, where: str):
+    """Check a scalar against the type of its default (an int is accepted where a float is)."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise WsimitoError(f"{where} must be {type(default).__name__}, got {value!r}")
+    return value

@@ -1,0 +1,18 @@
+"""Errors a user can act on.
+
+The CLI prints a ``WsimitoError`` as one line (no traceback unless ``--debug``);
+every message names the file and the problem.
+"""
+
+
+class WsimitoError(Exception):
+    """A problem with the user's input or environment, explained in one line."""
+
+
+class SlideError(WsimitoError):
+    """A slide or image that cannot be opened, read, or placed at a physical resolution."""
+
+    def __init__(self, path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
