@@ -1,0 +1,5 @@
+"""``python -m wsimito``: the same as the ``wsimito`` command."""
+
+from wsimito.cli import main
+
+main()
