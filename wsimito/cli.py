@@ -121,3 +121,171 @@ def _print_info(report: dict) -> None:
     if report["offset"] != [0, 0]:
         lines.insert(4, f"  offset    {report['offset'][0]}, {report['offset'][1]} (OpenSlide bounds)")
     click.echo("\n".join(lines))
+
+
+def _device(choice: str) -> str:
+    import torch
+
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise click.UsageError("--device cuda asked for, but torch sees no CUDA GPU")
+    return choice
+
+
+device_option = click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Where the network runs; auto takes a CUDA GPU when torch sees one.",
+)
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-epoch lines.")
+
+
+@main.command("train-seg")
+@click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Model file to write (a checkpoint <output>.ckpt is kept beside it).")
+@config_option
+@click.option("--data-mpp", type=click.FloatRange(min=0, min_open=True),
+              help="µm/px of the images when the data set does not record it (MITOS 2012 scanner A: 0.2456).")
+@click.option("--epochs", type=click.IntRange(min=1), help="Override train_seg.epochs.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds weights, split, crops, augmentation.")
+@click.option("--resume", is_flag=True, help="Continue from <output>.ckpt.")
+@device_option
+@quiet_option
+def train_seg(data, output, config_path, data_mpp, epochs, seed, resume, device, quiet):
+    """Train the phase-1 segmentation network on pixel-labelled images in DATA.
+
+    DATA are folders or image files with pixel labels beside them: NAME_mask.png
+    (non-zero = mitosis; what `wsimito synth` writes) or a MITOS 2012 pixel-list
+    NAME.csv. Images are resampled to the model mpp (tiling.mpp). Per epoch it
+    prints the loss and the validation Dice and pixel F1 on held-out images.
+
+    \b
+    Examples:
+        wsimito synth demo/ --fields 16
+        wsimito train-seg demo/ -o seg.pt --config configs/seg-tiny.yaml --epochs 5
+        wsimito train-seg mitos2012/ --data-mpp 0.2456 -o seg.pt --resume
+    """
+    from wsimito.config import load_config
+    from wsimito.datasets import find_labelled_images
+    from wsimito.train_seg import resample_to_mpp, train_segmentation
+
+    overrides = {"train_seg.epochs": epochs} if epochs else {}
+    config = load_config(config_path, overrides)
+    items = find_labelled_images(data)
+    images = []
+    for item in items:
+        mpp = item.mpp or data_mpp
+        if mpp is None:
+            raise click.UsageError(f"{item.image}: the data set records no mpp; pass --data-mpp")
+        rgb, mask = item.load()
+        images.append(resample_to_mpp(rgb, mask, mpp, config.tiling.mpp))
+    device = _device(device)
+    if not quiet:
+        click.echo(f"training on {len(images)} images at {config.tiling.mpp} µm/px, {device}", err=True)
+    with _progress(quiet, "train-seg") as bar:
+        def on_epoch(report):
+            if not quiet:
+                click.echo(
+                    f"\nepoch {report.epoch}/{report.epochs}  loss {report.loss:.4f}  lr {report.lr:.2e}  "
+                    f"val dice {report.val_dice:.3f}  pixel F1 {report.val_pixel_f1:.3f}  {report.seconds:.1f}s",
+                    err=True,
+                )
+
+        train_segmentation(images, config, output, seed=seed, device=device, resume=resume,
+                           on_step=bar.update_to, on_epoch=on_epoch)
+    if not quiet:
+        click.echo(f"model written to {output}", err=True)
+
+
+class _progress:
+    """A progress bar on stderr when it is a terminal and not --quiet; silent otherwise."""
+
+    def __init__(self, quiet: bool, label: str):
+        self.enabled = not quiet and sys.stderr.isatty()
+        self.label = label
+        self.bar = None
+        self.done = 0
+
+    def __enter__(self):
+        return self
+
+    def update_to(self, done: int, total: int, *_):
+        if not self.enabled:
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+@main.command("make-boxes")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--points", "points_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Point labels: CSV with columns image,x,y (image = file name without extension).")
+@click.option("--seg-model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Segmentation model from train-seg (needed unless --mode fixed).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Boxes CSV to write.")
+@click.option("--mode", type=click.Choice(["segmentation", "fixed"]), default="segmentation", show_default=True,
+              help="fixed: a square of boxes.fallback_size_um around every point, no segmentation.")
+@mpp_option
+@config_option
+@device_option
+def make_boxes(images, points_path, seg_model, output, mode, mpp, config_path, device):
+    """Turn point labels on IMAGES into boxes (phase 1 of the paper).
+
+    Around each point the segmentation model segments a window; the box is the
+    bounding rectangle of the segmented region that contains the point. A point
+    no region contains gets the fallback from the config (a fixed square in µm,
+    or dropped). Writes image,x,y,x0,y0,x1,y1,source (level-0 pixels; source is
+    segmentation or fallback) and prints how many of each.
+
+    \b
+    Examples:
+        wsimito make-boxes fields/*.jpg --mpp 0.2456 --points centroids.csv --seg-model seg.pt -o boxes.csv
+        wsimito make-boxes fields/*.jpg --mpp 0.2456 --points centroids.csv --mode fixed -o boxes.csv
+    """
+    from wsimito.config import load_config
+    from wsimito.datasets.points import read_centroid_csv
+    from wsimito.labels import make_boxes as boxes_for
+    from wsimito.outputs.tables import write_csv_atomic
+    from wsimito.segmentation import SegmentationModel
+    from wsimito.slide import open_slide
+
+    if mode == "segmentation" and seg_model is None:
+        raise click.UsageError("--seg-model is required with --mode segmentation")
+    config = load_config(config_path)
+    device = _device(device)
+    model = SegmentationModel.load(seg_model, device) if mode == "segmentation" else None
+    points = read_centroid_csv(points_path)
+    rows, failed = [], 0
+    stems = {Path(p).stem for p in images}
+    for path in images:
+        try:
+            with open_slide(path, mpp=mpp) as slide:
+                found = boxes_for(slide, Path(path).stem, points.get(Path(path).stem, []), config.boxes, model, mode, device)
+        except WsimitoError as exc:
+            click.echo(f"wsimito: error: {exc}", err=True)
+            failed += 1
+            continue
+        rows.extend(vars(box) for box in found)
+    write_csv_atomic(output, ["image", "x", "y", "x0", "y0", "x1", "y1", "source"], rows)
+    total = sum(len(points.get(stem, [])) for stem in stems)
+    by_source = {s: sum(r["source"] == s for r in rows) for s in ("segmentation", "fallback")}
+    unused = sum(len(v) for k, v in points.items() if k not in stems)
+    click.echo(
+        f"{total} points on {len(images) - failed} images: {by_source['segmentation']} segmentation, "
+        f"{by_source['fallback']} fallback, {total - len(rows)} dropped"
+        + (f" ({unused} points in {points_path.name} belong to images not given)" if unused else "")
+        + f" -> {output}"
+    )
+    if failed:
+        sys.exit(1)

@@ -46,12 +46,67 @@ class TilingConfig:
 
 
 @dataclass(frozen=True)
+class SegmentationNetConfig:
+    """The phase-1 network (see wsimito.nets.unet.build_segmentation_net)."""
+
+    arch: str = "wavelet"  # "wavelet" (the paper's) or "plain" (max-pool / transposed conv)
+    widths: tuple = (32, 64, 128, 256)  # channels per level; one halving per level after the first
+    convs_per_block: int = 4  # 3x3 conv + BatchNorm + ReLU layers per block
+    in_channels: int = 3
+    num_classes: int = 2
+
+
+@dataclass(frozen=True)
+class SegTrainingConfig:
+    """Phase-1 training schedule (the paper: Adam, batch 8, 100 epochs, lr 1e-3 decayed to 1e-6)."""
+
+    epochs: int = 100
+    batch_size: int = 8
+    lr: float = 1e-3
+    lr_min: float = 1e-6  # reached at the last epoch, exponential decay
+    crop: int = 256  # training crop side, pixels at tiling.mpp
+    crops_per_epoch: int = 256
+    mitosis_crop_fraction: float = 0.5  # share of crops that contain a mitosis (they are rare)
+    val_fraction: float = 0.2  # share of images held out for validation Dice
+    stain_sigma: float = 0.05  # H&E optical-density jitter
+    brightness: float = 0.05
+
+
+@dataclass(frozen=True)
+class BoxesConfig:
+    """Points -> boxes (phase-1 output): the segmented region around each weak point label."""
+
+    threshold: float = 0.5  # mitosis probability that counts as segmented
+    window_um: float = 64.0  # side of the window segmented around each point
+    max_box_um: float = 40.0  # a region wider than this is not one mitosis: use the fallback
+    fallback: str = "fixed"  # "fixed": a square around the point; "drop": no box
+    fallback_size_um: float = 12.5  # side of that square (MIDOG's 50 px at 0.25 µm/px)
+
+    def __post_init__(self):
+        if self.fallback not in ("fixed", "drop"):
+            raise WsimitoError(f"boxes.fallback must be 'fixed' or 'drop', got {self.fallback!r}")
+
+
+@dataclass(frozen=True)
 class Config:
     tissue: TissueConfig = field(default_factory=TissueConfig)
     tiling: TilingConfig = field(default_factory=TilingConfig)
+    segmentation: SegmentationNetConfig = field(default_factory=SegmentationNetConfig)
+    train_seg: SegTrainingConfig = field(default_factory=SegTrainingConfig)
+    boxes: BoxesConfig = field(default_factory=BoxesConfig)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Plain YAML/JSON types (tuples as lists), as recorded in outputs and model files."""
+        return plain(dataclasses.asdict(self))
+
+
+def plain(value):
+    """``value`` with tuples turned into lists and keys into strings, recursively."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
 
 
 def load_config(path=None, overrides: dict | None = None) -> Config:
@@ -95,6 +150,9 @@ def _coerce(value, default, where: str):
     """Check a scalar against the type of its default (an int is accepted where a float is)."""
     if isinstance(default, bool):
         ok = isinstance(value, bool)
+    elif isinstance(default, tuple):
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, type(default[0])) for v in value)
+        value = tuple(value) if ok else value
     elif isinstance(default, float):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value

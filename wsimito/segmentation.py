@@ -1,0 +1,121 @@
+"""The phase-1 segmentation model as a file, and running it over images of any size.
+
+A model file holds the network's spec, its weights, and the mpp it was trained
+at, so inference always resamples to the resolution the network knows. It is
+saved with ``torch.save`` and loaded with ``weights_only=True``: no pickled code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wsimito import __version__
+from wsimito.config import plain
+from wsimito.errors import WsimitoError
+from wsimito.nets import build_segmentation_net
+
+MODEL_KIND = "wsimito-segmentation"
+
+
+@dataclass
+class SegmentationModel:
+    net: torch.nn.Module
+    spec: dict  # the ``segmentation`` config section that builds ``net``
+    mpp: float  # µm/px the network was trained at
+    info: dict = field(default_factory=dict)  # training provenance and metrics
+
+    @classmethod
+    def new(cls, spec: dict, mpp: float) -> "SegmentationModel":
+        return cls(build_segmentation_net(dict(spec)), dict(spec), float(mpp))
+
+    @property
+    def multiple(self) -> int:
+        """Input sides must be a multiple of this (one halving per level below the first)."""
+        return 2 ** (len(self.spec["widths"]) - 1)
+
+    def state(self) -> dict:
+        return {
+            "kind": MODEL_KIND,
+            "wsimito_version": __version__,
+            "spec": plain(self.spec),
+            "mpp": self.mpp,
+            "info": plain(self.info),
+            "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
+        }
+
+    def save(self, path) -> None:
+        """Write atomically: a crash never leaves a half-written model under ``path``."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        torch.save(self.state(), partial)
+        partial.replace(path)
+
+    @classmethod
+    def load(cls, path, device="cpu") -> "SegmentationModel":
+        path = Path(path)
+        try:
+            state = torch.load(path, map_location=device, weights_only=True)
+        except FileNotFoundError:
+            raise WsimitoError(f"{path}: model file not found") from None
+        except Exception as exc:
+            raise WsimitoError(f"{path}: not a wsimito model file ({str(exc).splitlines()[0][:120]})") from None
+        if not isinstance(state, dict) or state.get("kind") != MODEL_KIND:
+            raise WsimitoError(f"{path}: not a wsimito segmentation model")
+        model = cls(build_segmentation_net(dict(state["spec"])), dict(state["spec"]), float(state["mpp"]), state["info"])
+        model.net.load_state_dict(state["state_dict"])
+        model.net.to(device).eval()
+        return model
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def to_tensor(batch: np.ndarray, device) -> torch.Tensor:
+    """uint8 N x H x W x 3 RGB -> float N x 3 x H x W in [-1, 1], channels-last."""
+    tensor = torch.from_numpy(np.ascontiguousarray(batch)).to(device).permute(0, 3, 1, 2).float()
+    return (tensor / 127.5 - 1.0).contiguous(memory_format=torch.channels_last)
+
+
+@torch.no_grad()
+def predict_proba(model: SegmentationModel, batch: np.ndarray, device="cpu") -> np.ndarray:
+    """Mitosis probability (N x H x W float32) for a batch of RGB tiles at the model's mpp."""
+    model.net.eval()
+    logits = model.net(to_tensor(batch, device))
+    return torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy()
+
+
+def segment_array(model: SegmentationModel, rgb: np.ndarray, tile: int = 512, halo: int = 32,
+                  batch_size: int = 4, device="cpu") -> np.ndarray:
+    """Mitosis probability for a whole RGB image already at the model's mpp, tile by tile.
+
+    Tiles overlap by ``halo`` pixels and only each tile's core is kept, so the
+    result does not depend on where tile borders fall (beyond float noise).
+    """
+    if tile % model.multiple or tile <= 2 * halo:
+        raise WsimitoError(f"tile {tile} must be a multiple of {model.multiple} and exceed twice the halo {halo}")
+    height, width = rgb.shape[:2]
+    stride = tile - 2 * halo
+    rows, cols = -(-height // stride), -(-width // stride)
+    padded = np.full((rows * stride + 2 * halo, cols * stride + 2 * halo, 3), 255, np.uint8)
+    padded[halo : halo + height, halo : halo + width] = rgb
+    out = np.zeros((rows * stride, cols * stride), np.float32)
+    corners = [(r * stride, c * stride) for r in range(rows) for c in range(cols)]
+    for start in range(0, len(corners), batch_size):
+        chunk = corners[start : start + batch_size]
+        tiles = np.stack([padded[y : y + tile, x : x + tile] for y, x in chunk])
+        probs = predict_proba(model, tiles, device)
+        for (y, x), prob in zip(chunk, probs):
+            out[y : y + stride, x : x + stride] = prob[halo : halo + stride, halo : halo + stride]
+    return out[:height, :width]
+

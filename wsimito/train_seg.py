@@ -1,0 +1,208 @@
+"""Phase 1 training: the segmentation network on pixel-labelled images.
+
+Pixel-wise softmax cross-entropy, Adam, learning rate decayed exponentially
+from ``lr`` to ``lr_min`` over the run (the paper's schedule). Mitoses cover a
+tiny share of the pixels, so a configurable share of crops is drawn around a
+mitosis. Every epoch's randomness comes from ``(seed, epoch)``, so a run
+resumed from its checkpoint gives the same model as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from wsimito.augment import dihedral, stain_jitter
+from wsimito.config import Config, plain
+from wsimito.errors import WsimitoError
+from wsimito.segmentation import SegmentationModel, segment_array, to_tensor
+
+
+@dataclass
+class EpochReport:
+    epoch: int  # 1-based
+    epochs: int
+    loss: float
+    lr: float
+    val_dice: float  # soft Dice of the probability map on held-out images (nan: none held out)
+    val_pixel_f1: float  # F1 of pixels at probability 0.5
+    seconds: float
+
+
+def resample_to_mpp(rgb: np.ndarray, mask: np.ndarray, mpp: float, target_mpp: float):
+    """Image (area-averaged) and mask (area share >= 0.5) at ``target_mpp``."""
+    if abs(mpp - target_mpp) < 1e-6 * target_mpp:
+        return rgb, mask
+    height, width = mask.shape
+    size = (max(1, round(width * mpp / target_mpp)), max(1, round(height * mpp / target_mpp)))
+    shrink = target_mpp > mpp
+    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    rgb = cv2.resize(rgb, size, interpolation=interpolation)
+    share = cv2.resize(mask.astype(np.float32), size, interpolation=interpolation)
+    return rgb, (share >= 0.5).astype(np.uint8)
+
+
+def split_images(count: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Image-level split (crops of one image never land on both sides); no validation below 2 images."""
+    order = np.random.default_rng(seed).permutation(count).tolist()
+    n_val = min(count - 1, max(1, round(count * val_fraction))) if count > 1 and val_fraction > 0 else 0
+    return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+class CropSampler:
+    """Random square crops of the training images, a share of them around a mitosis, augmented."""
+
+    def __init__(self, images: list[tuple[np.ndarray, np.ndarray]], crop: int, mitosis_fraction: float,
+                 stain_sigma: float, brightness: float):
+        self.images = [_pad_to(rgb, mask, crop) for rgb, mask in images]
+        self.crop = crop
+        self.mitosis_fraction = mitosis_fraction
+        self.stain_sigma = stain_sigma
+        self.brightness = brightness
+        self.mitosis_pixels = [np.argwhere(mask > 0) for _, mask in self.images]
+        self.with_mitoses = [i for i, px in enumerate(self.mitosis_pixels) if len(px)]
+
+    def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        if self.with_mitoses and rng.random() < self.mitosis_fraction:
+            index = self.with_mitoses[rng.integers(len(self.with_mitoses))]
+            cy, cx = self.mitosis_pixels[index][rng.integers(len(self.mitosis_pixels[index]))]
+            rgb, mask = self.images[index]
+            # the mitosis pixel lands anywhere in the crop's central half
+            y = int(np.clip(cy - rng.integers(self.crop // 4, 3 * self.crop // 4 + 1), 0, mask.shape[0] - self.crop))
+            x = int(np.clip(cx - rng.integers(self.crop // 4, 3 * self.crop // 4 + 1), 0, mask.shape[1] - self.crop))
+        else:
+            rgb, mask = self.images[rng.integers(len(self.images))]
+            y = int(rng.integers(mask.shape[0] - self.crop + 1))
+            x = int(rng.integers(mask.shape[1] - self.crop + 1))
+        image, label = dihedral(rgb[y : y + self.crop, x : x + self.crop], mask[y : y + self.crop, x : x + self.crop], rng)
+        return stain_jitter(image, rng, self.stain_sigma, self.brightness), label
+
+
+def train_segmentation(images, config: Config, out: Path, seed: int = 0, device: str = "cpu",
+                       resume: bool = False, on_step=None, on_epoch=None) -> SegmentationModel:
+    """Train on ``images`` (list of (RGB, mask) at ``config.tiling.mpp``) and save the model to ``out``.
+
+    A checkpoint ``<out>.ckpt`` is written after every epoch; ``resume=True``
+    continues from it. ``on_step(done, total, loss)`` and ``on_epoch(EpochReport)``
+    report progress; the returned model is the final epoch's.
+    """
+    schedule = config.train_seg
+    if not images:
+        raise WsimitoError("no training images")
+    out = Path(out)
+    checkpoint = out.with_name(out.name + ".ckpt")
+    torch.manual_seed(seed)
+    model = SegmentationModel.new(config.to_dict()["segmentation"], config.tiling.mpp)
+    if schedule.crop % model.multiple:
+        raise WsimitoError(f"train_seg.crop {schedule.crop} must be a multiple of {model.multiple} for this network")
+    model.net.to(device).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.net.parameters(), lr=schedule.lr)
+    train_idx, val_idx = split_images(len(images), schedule.val_fraction, seed)
+    history, first_epoch = [], 0
+    if resume:
+        first_epoch, history = _load_checkpoint(checkpoint, model, optimizer, device)
+    sampler = CropSampler([images[i] for i in train_idx], schedule.crop, schedule.mitosis_crop_fraction,
+                          schedule.stain_sigma, schedule.brightness)
+    steps = max(1, schedule.crops_per_epoch // schedule.batch_size)
+    use_bf16 = torch.device(device).type == "cuda"
+    for epoch in range(first_epoch, schedule.epochs):
+        started = time.perf_counter()
+        lr = _lr_at(epoch, schedule)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        rng = np.random.default_rng([seed, epoch])
+        model.net.train()
+        losses = []
+        for step in range(steps):
+            crops = [sampler.sample(rng) for _ in range(schedule.batch_size)]
+            x = to_tensor(np.stack([c[0] for c in crops]), device)
+            y = torch.from_numpy(np.stack([c[1] for c in crops]).astype(np.int64)).to(device)
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
+                logits = model.net(x)
+            loss = torch.nn.functional.cross_entropy(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            if on_step:
+                on_step(epoch * steps + step + 1, schedule.epochs * steps, losses[-1])
+        dice, f1 = validate(model, [images[i] for i in val_idx], device)
+        report = EpochReport(epoch + 1, schedule.epochs, float(np.mean(losses)), lr, dice, f1,
+                             time.perf_counter() - started)
+        history.append(vars(report))
+        _save_checkpoint(checkpoint, model, optimizer, epoch + 1, history)
+        if on_epoch:
+            on_epoch(report)
+    model.info = {
+        "seed": seed,
+        "epochs": schedule.epochs,
+        "train_images": len(train_idx),
+        "val_images": len(val_idx),
+        "history": history,
+        "config": config.to_dict(),
+    }
+    model.net.eval()
+    model.save(out)
+    return model
+
+
+def validate(model: SegmentationModel, images, device="cpu") -> tuple[float, float]:
+    """Soft Dice and pixel F1 (at 0.5) pooled over whole held-out images; nan without any."""
+    if not images:
+        return math.nan, math.nan
+    inter = total = tp = fp = fn = 0.0
+    for rgb, mask in images:
+        prob = segment_array(model, rgb, tile=256 if model.multiple <= 256 else model.multiple,
+                             halo=16, device=device)
+        truth = mask > 0
+        inter += float((prob * truth).sum())
+        total += float(prob.sum() + truth.sum())
+        hard = prob >= 0.5
+        tp += float((hard & truth).sum())
+        fp += float((hard & ~truth).sum())
+        fn += float((~hard & truth).sum())
+    dice = 2 * inter / total if total else 1.0
+    f1 = 2 * tp / (2 * tp + fp + fn) if (tp + fp + fn) else 1.0
+    return dice, f1
+
+
+def _lr_at(epoch: int, schedule) -> float:
+    if schedule.epochs <= 1:
+        return schedule.lr
+    return schedule.lr * (schedule.lr_min / schedule.lr) ** (epoch / (schedule.epochs - 1))
+
+
+def _pad_to(rgb: np.ndarray, mask: np.ndarray, size: int):
+    """Pad small images with white glass so a crop always fits."""
+    height, width = mask.shape
+    if height >= size and width >= size:
+        return rgb, mask
+    ph, pw = max(0, size - height), max(0, size - width)
+    return (np.pad(rgb, ((0, ph), (0, pw), (0, 0)), constant_values=255), np.pad(mask, ((0, ph), (0, pw))))
+
+
+def _save_checkpoint(path: Path, model, optimizer, epochs_done: int, history: list) -> None:
+    partial = path.with_name(path.name + ".partial")
+    torch.save(
+        {"model": model.state(), "optimizer": optimizer.state_dict(), "epochs_done": epochs_done,
+         "history": plain(history)},
+        partial,
+    )
+    partial.replace(path)
+
+
+def _load_checkpoint(path: Path, model, optimizer, device) -> tuple[int, list]:
+    if not path.exists():
+        raise WsimitoError(f"{path}: no checkpoint to resume from")
+    state = torch.load(path, map_location=device, weights_only=True)
+    if state["model"]["spec"] != plain(model.spec):
+        raise WsimitoError(f"{path}: checkpoint was trained with another network config; resume with the same one")
+    model.net.load_state_dict(state["model"]["state_dict"])
+    optimizer.load_state_dict(state["optimizer"])
+    return int(state["epochs_done"]), list(state["history"])
