@@ -1,0 +1,38 @@
+"""Points -> boxes: region geometry, fallback, and fixed mode on a real field."""
+
+import numpy as np
+import pytest
+
+from wsimito.config import BoxesConfig
+from wsimito.labels import make_boxes, region_box
+from wsimito.slide import open_slide
+
+
+def test_region_box_is_the_bounding_rectangle_of_the_region_with_the_point():
+    mask = np.zeros((40, 40), bool)
+    mask[10:15, 20:28] = True  # the region
+    mask[30:35, 2:6] = True  # another one
+    assert region_box(mask, col=22, row=12, max_side=20) == (20.0, 10.0, 28.0, 15.0)
+    assert region_box(mask, col=0, row=0, max_side=20) is None  # point outside any region
+    assert region_box(mask, col=22, row=12, max_side=6) is None  # too big to be one mitosis
+
+
+def test_fixed_mode_squares_in_micrometres(data):
+    points = np.array([[2008.0, 929.0], [366.0, 1230.0]])
+    with open_slide(data / "mitos2012-icpr/images/A00_00.jpg", mpp=0.2456) as slide:
+        boxes = make_boxes(slide, "A00_00", points, BoxesConfig(fallback_size_um=12.5), mode="fixed")
+    assert [b.source for b in boxes] == ["fallback", "fallback"]
+    side = 12.5 / 0.2456
+    assert boxes[0].x1 - boxes[0].x0 == pytest.approx(side) and boxes[0].y1 - boxes[0].y0 == pytest.approx(side)
+    assert ((boxes[0].x0 + boxes[0].x1) / 2, (boxes[0].y0 + boxes[0].y1) / 2) == pytest.approx((2008, 929))
+
+
+def test_drop_fallback(data):
+    with open_slide(data / "mitos2012-icpr/images/A00_00.jpg", mpp=0.2456) as slide:
+        assert make_boxes(slide, "A00_00", np.array([[10.0, 10.0]]), BoxesConfig(fallback="drop"), mode="fixed") == []
+
+
+def test_segmentation_mode_needs_a_model(data):
+    with open_slide(data / "mitos2012-icpr/images/A00_00.jpg", mpp=0.2456) as slide:
+        with pytest.raises(ValueError, match="needs a segmentation model"):
+            make_boxes(slide, "A00_00", np.array([[10.0, 10.0]]))

@@ -1,0 +1,91 @@
+"""Phase-1 training mechanics: schedule, split, reproducibility, resume, checkpoints, model files."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from wsimito.config import load_config
+from wsimito.errors import WsimitoError
+from wsimito.segmentation import SegmentationModel
+from wsimito.train_seg import _lr_at, resample_to_mpp, split_images, train_segmentation
+
+TINY = {
+    "segmentation.widths": [4, 8],
+    "segmentation.convs_per_block": 1,
+    "train_seg.crop": 32,
+    "train_seg.crops_per_epoch": 8,
+    "train_seg.batch_size": 4,
+    "train_seg.epochs": 2,
+}
+
+
+def _blob_images(count=3, size=64, seed=0):
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(count):
+        rgb = np.full((size, size, 3), (225, 160, 195), np.uint8)
+        mask = np.zeros((size, size), np.uint8)
+        cy, cx = rng.integers(12, size - 12, 2)
+        yy, xx = np.mgrid[:size, :size]
+        inside = (yy - cy) ** 2 + (xx - cx) ** 2 < 25
+        rgb[inside], mask[inside] = (60, 30, 90), 1
+        images.append((rgb, mask))
+    return images
+
+
+def test_lr_decays_from_lr_to_lr_min():
+    schedule = load_config(None, {"train_seg.epochs": 100}).train_seg
+    assert _lr_at(0, schedule) == pytest.approx(1e-3)
+    assert _lr_at(99, schedule) == pytest.approx(1e-6)
+    assert _lr_at(50, schedule) < _lr_at(49, schedule)
+
+
+def test_split_is_by_image_and_seeded():
+    train, val = split_images(10, 0.2, seed=1)
+    assert len(val) == 2 and not set(train) & set(val) and sorted(train + val) == list(range(10))
+    assert split_images(10, 0.2, seed=1) == (train, val)
+    assert split_images(1, 0.2, seed=1) == ([0], [])
+
+
+def test_resample_mask_follows_image():
+    rgb = np.zeros((100, 100, 3), np.uint8)
+    mask = np.zeros((100, 100), np.uint8)
+    mask[40:60, 40:60] = 1
+    small_rgb, small_mask = resample_to_mpp(rgb, mask, 0.125, 0.25)
+    assert small_rgb.shape == (50, 50, 3) and small_mask.sum() == 100
+
+
+def test_resume_gives_the_same_model_as_an_unbroken_run(tmp_path):
+    config = load_config(None, TINY)
+    images = _blob_images()
+    full = train_segmentation(images, config, tmp_path / "full.pt", seed=3)
+    half_config = load_config(None, {**TINY, "train_seg.epochs": 1})
+    train_segmentation(images, half_config, tmp_path / "resumed.pt", seed=3)
+    resumed = train_segmentation(images, config, tmp_path / "resumed.pt", seed=3, resume=True)
+    for key, value in full.net.state_dict().items():
+        assert torch.equal(value, resumed.net.state_dict()[key]), key
+    assert [h["epoch"] for h in resumed.info["history"]] == [1, 2]
+    assert not math.isnan(resumed.info["history"][-1]["val_dice"])
+
+
+def test_model_file_round_trip_weights_only(tmp_path):
+    config = load_config(None, {**TINY, "train_seg.epochs": 1})
+    model = train_segmentation(_blob_images(), config, tmp_path / "m.pt", seed=0)
+    loaded = SegmentationModel.load(tmp_path / "m.pt")
+    assert loaded.mpp == 0.25 and loaded.spec["widths"] == [4, 8]
+    x = torch.rand(1, 3, 32, 32)
+    model.net.eval()
+    assert torch.allclose(model.net(x), loaded.net(x))
+    assert (tmp_path / "m.pt.ckpt").exists()
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_bad_model_and_checkpoint_files(tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(WsimitoError, match="not a wsimito model"):
+        SegmentationModel.load(junk)
+    with pytest.raises(WsimitoError, match="no checkpoint"):
+        train_segmentation(_blob_images(), load_config(None, TINY), tmp_path / "new.pt", resume=True)
