@@ -289,3 +289,13 @@ def make_boxes(images, points_path, seg_model, output, mode, mpp, config_path, d
     )
     if failed:
         sys.exit(1)
+
+
+def _register_commands():
+    """Commands that live in their own modules."""
+    from wsimito.cli_evaluate import evaluate
+
+    main.add_command(evaluate)
+
+
+_register_commands()

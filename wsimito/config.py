@@ -88,12 +88,80 @@ class BoxesConfig:
 
 
 @dataclass(frozen=True)
+class DetectorConfig:
+    """Phase 2: the R-CNN (Girshick et al. 2014) sized for mitoses, and its proposals."""
+
+    proposals: str = "segmentation"  # segmentation | segmentation+search | search-fast | search-quality
+    proposal_threshold: float = 0.3  # mitosis probability whose regions become proposals
+    proposal_margin_um: float = 2.0  # grown on each side of a segmented region
+    min_box_um: float = 3.0  # proposals with a shorter side are ignored
+    max_box_um: float = 40.0  # proposals with a longer side are ignored
+    warp: int = 48  # regions are warped to warp x warp pixels
+    context: int = 8  # pixels of surrounding context on each side of the warp (Girshick: 16 of 227)
+    cnn_widths: tuple = (16, 32, 64, 128)
+    epochs: int = 20
+    batches_per_epoch: int = 40
+    positives_per_batch: int = 32  # the paper's minibatch: 32 positive and 96 negative regions
+    negatives_per_batch: int = 96
+    lr: float = 1e-3
+    lr_min: float = 1e-5
+    max_regions_per_image: int = 64  # proposals kept per training image (all positives, then sampled)
+    fg_iou: float = 0.5  # a region with this IoU to a label box is a positive for the CNN
+    svm_negative_iou: float = 0.3  # below this IoU a region is an SVM negative
+    svm_c: float = 0.01
+    hard_negative_rounds: int = 2
+    bbox_iou: float = 0.6  # box regression learns from proposals with more IoU than this
+    ridge_lambda: float = 100.0
+    nms_iou: float = 0.3
+    threshold: float = 0.5  # calibrated score at which a detection counts as a mitosis
+
+    def __post_init__(self):
+        allowed = ("segmentation", "segmentation+search", "search-fast", "search-quality")
+        if self.proposals not in allowed:
+            raise WsimitoError(f"detector.proposals must be one of {', '.join(allowed)}, got {self.proposals!r}")
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Matching detections to truth (wsimito evaluate)."""
+
+    radius_um: float = 8.0  # MITOS 2012 / ICPR 2014 radius; MIDOG uses 7.5
+    match: str = "hungarian"  # or "greedy" (the MIDOG / evalutils rule)
+
+    def __post_init__(self):
+        if self.radius_um < 0 or self.match not in ("hungarian", "greedy"):
+            raise WsimitoError(
+                f"evaluation: radius_um must be >= 0 and match hungarian|greedy, got {self.radius_um}, {self.match!r}"
+            )
+
+
+@dataclass(frozen=True)
+class ClinicalConfig:
+    """Clinical numbers per slide."""
+
+    hotspot_area_mm2: float = 2.0  # about ten 0.5 mm fields (1.96 mm²)
+    hotspot_shape: str = "square"  # or "circle"
+    hpf_diameter_mm: float = 0.5  # field diameter for the per-10-HPF count and the Nottingham table
+
+    def __post_init__(self):
+        if self.hotspot_area_mm2 <= 0 or self.hotspot_shape not in ("square", "circle"):
+            raise WsimitoError("clinical: need hotspot_area_mm2 > 0 and hotspot_shape square|circle")
+        if not 0.395 <= self.hpf_diameter_mm < 0.695:
+            raise WsimitoError(
+                f"clinical.hpf_diameter_mm {self.hpf_diameter_mm} is outside the Nottingham table (0.40-0.69 mm)"
+            )
+
+
+@dataclass(frozen=True)
 class Config:
     tissue: TissueConfig = field(default_factory=TissueConfig)
     tiling: TilingConfig = field(default_factory=TilingConfig)
     segmentation: SegmentationNetConfig = field(default_factory=SegmentationNetConfig)
     train_seg: SegTrainingConfig = field(default_factory=SegTrainingConfig)
     boxes: BoxesConfig = field(default_factory=BoxesConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    clinical: ClinicalConfig = field(default_factory=ClinicalConfig)
 
     def to_dict(self) -> dict:
         """Plain YAML/JSON types (tuples as lists), as recorded in outputs and model files."""
