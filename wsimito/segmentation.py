@@ -7,7 +7,6 @@ saved with ``torch.save`` and loaded with ``weights_only=True``: no pickled code
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,12 +30,12 @@ class SegmentationModel:
 
     @classmethod
     def new(cls, spec: dict, mpp: float) -> "SegmentationModel":
-        return cls(build_segmentation_net(dict(spec)), dict(spec), float(mpp))
+        return cls(_build(spec), dict(spec), float(mpp))
 
     @property
     def multiple(self) -> int:
         """Input sides must be a multiple of this (one halving per level below the first)."""
-        return 2 ** (len(self.spec["widths"]) - 1)
+        return self.net.size_multiple
 
     def state(self) -> dict:
         return {
@@ -67,18 +66,17 @@ class SegmentationModel:
             raise WsimitoError(f"{path}: not a wsimito model file ({str(exc).splitlines()[0][:120]})") from None
         if not isinstance(state, dict) or state.get("kind") != MODEL_KIND:
             raise WsimitoError(f"{path}: not a wsimito segmentation model")
-        model = cls(build_segmentation_net(dict(state["spec"])), dict(state["spec"]), float(state["mpp"]), state["info"])
+        model = cls(_build(state["spec"]), dict(state["spec"]), float(state["mpp"]), state["info"])
         model.net.load_state_dict(state["state_dict"])
         model.net.to(device).eval()
         return model
 
 
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _build(spec: dict) -> torch.nn.Module:
+    try:
+        return build_segmentation_net(dict(spec))
+    except ValueError as exc:
+        raise WsimitoError(f"segmentation config: {exc}") from None
 
 
 def to_tensor(batch: np.ndarray, device) -> torch.Tensor:

