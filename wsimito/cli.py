@@ -255,6 +255,7 @@ def make_boxes(images, points_path, seg_model, output, mode, mpp, config_path, d
     """
     from wsimito.config import load_config
     from wsimito.datasets.points import read_centroid_csv
+    from wsimito.labels import BOX_COLUMNS
     from wsimito.labels import make_boxes as boxes_for
     from wsimito.outputs.tables import write_csv_atomic
     from wsimito.segmentation import SegmentationModel
@@ -277,7 +278,7 @@ def make_boxes(images, points_path, seg_model, output, mode, mpp, config_path, d
             failed += 1
             continue
         rows.extend(vars(box) for box in found)
-    write_csv_atomic(output, ["image", "x", "y", "x0", "y0", "x1", "y1", "source"], rows)
+    write_csv_atomic(output, BOX_COLUMNS, rows)
     total = sum(len(points.get(stem, [])) for stem in stems)
     by_source = {s: sum(r["source"] == s for r in rows) for s in ("segmentation", "fallback")}
     unused = sum(len(v) for k, v in points.items() if k not in stems)
@@ -289,6 +290,66 @@ def make_boxes(images, points_path, seg_model, output, mode, mpp, config_path, d
     )
     if failed:
         sys.exit(1)
+
+
+@main.command("train-det")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--boxes", "boxes_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Boxes from make-boxes (image,x,y,x0,y0,x1,y1,source).")
+@click.option("--points", "points_path", type=click.Path(exists=True, path_type=Path),
+              help="Point labels instead of boxes, in any format `wsimito evaluate --truth` reads; "
+                   "boxes are then made on the fly as make-boxes would.")
+@click.option("--seg-model", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Phase-1 model from train-seg: gives the proposals and goes into the bundle.")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for the detector bundle (segmentation.pt, rcnn.pt, model.json).")
+@mpp_option
+@config_option
+@click.option("--epochs", type=click.IntRange(min=1), help="Override detector.epochs (CNN fine-tuning).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@device_option
+@quiet_option
+def train_det(images, boxes_path, points_path, seg_model, output, mpp, config_path, epochs, seed, device, quiet):
+    """Train the phase-2 R-CNN detector on IMAGES with label boxes, and save the bundle `detect` uses.
+
+    Proposals come from the segmentation model (detector.proposals in the config
+    chooses segmentation or selective search). A share of the images
+    (detector.val_fraction) is held out: each epoch prints the loss and the
+    validation F1 at evaluation.radius_um, and the end the final F1 and the
+    F1-best threshold.
+
+    \b
+    Examples:
+        wsimito make-boxes fields/*.png --points centroids.csv --seg-model seg.pt -o boxes.csv
+        wsimito train-det fields/*.png --boxes boxes.csv --seg-model seg.pt -o detector/
+        wsimito train-det fields/*.jpg --mpp 0.2456 --points centroids.csv --seg-model seg.pt -o detector/
+    """
+    from wsimito.config import load_config
+    from wsimito.train_det import load_fields, train_detector
+    from wsimito.segmentation import SegmentationModel
+
+    if (boxes_path is None) == (points_path is None):
+        raise click.UsageError("give exactly one of --boxes or --points")
+    config = load_config(config_path, {"detector.epochs": epochs} if epochs else {})
+    device = _device(device)
+    segmentation = SegmentationModel.load(seg_model, device)
+    if abs(segmentation.mpp - config.tiling.mpp) > 1e-6:
+        config = load_config(config_path, {"tiling.mpp": segmentation.mpp, **({"detector.epochs": epochs} if epochs else {})})
+    fields = load_fields(images, config, segmentation, mpp=mpp, boxes_path=boxes_path, points_path=points_path,
+                         device=device)
+    say = (lambda text: None) if quiet else (lambda text: click.echo(text, err=True))
+    say(f"training on {len(fields)} images ({sum(len(f.boxes) for f in fields)} label boxes) at {config.tiling.mpp} µm/px, {device}")
+
+    def on_epoch(epoch, total, loss, f1):
+        say(f"epoch {epoch}/{total}  loss {loss:.4f}  val F1 (CNN) {f1:.3f}")
+
+    model, report = train_detector(fields, segmentation, config, seed=seed, device=device, on_epoch=on_epoch,
+                                   on_stage=lambda text: say(text + " ..."))
+    model.save(output)
+    if "val_f1" in report:
+        say(f"validation ({report['val_images']} images): F1 {report['val_f1']:.3f} at threshold "
+            f"{report['val_threshold']}; best F1 {report['val_best_f1']:.3f} at {report['val_best_threshold']:.3f}")
+    say(f"detector written to {output}")
 
 
 def _register_commands():

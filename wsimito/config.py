@@ -114,6 +114,7 @@ class DetectorConfig:
     ridge_lambda: float = 100.0
     nms_iou: float = 0.3
     threshold: float = 0.5  # calibrated score at which a detection counts as a mitosis
+    val_fraction: float = 0.2  # share of images held out to report F1 while training
 
     def __post_init__(self):
         allowed = ("segmentation", "segmentation+search", "search-fast", "search-quality")

@@ -12,12 +12,15 @@ Boxes are in level-0 pixels of the image: ``x0, y0`` the top-left pixel edge,
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from wsimito.config import BoxesConfig
+from wsimito.errors import WsimitoError
 from wsimito.segmentation import SegmentationModel, predict_proba
 
 MODES = ("segmentation", "fixed")
@@ -96,3 +99,26 @@ def _window_pixels(window_um: float, model: SegmentationModel) -> int:
     """The window side in pixels at the model mpp: even around the centre, a multiple the net accepts."""
     multiple = max(2, model.multiple)
     return max(multiple, int(round(window_um / model.mpp / multiple)) * multiple)
+
+
+BOX_COLUMNS = ["image", "x", "y", "x0", "y0", "x1", "y1", "source"]
+
+
+def read_boxes_csv(path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{image: (points (K, 2), boxes (K, 4))}`` from a ``make-boxes`` CSV."""
+    path = Path(path)
+    rows: dict[str, list] = {}
+    try:
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            missing = set(BOX_COLUMNS[:7]) - set(reader.fieldnames or [])
+            if missing:
+                raise WsimitoError(f"{path}: not a boxes CSV (missing {', '.join(sorted(missing))})")
+            for number, row in enumerate(reader, start=2):
+                try:
+                    rows.setdefault(row["image"], []).append([float(row[k]) for k in BOX_COLUMNS[1:7]])
+                except (TypeError, ValueError):
+                    raise WsimitoError(f"{path}: line {number}: coordinates must be numbers") from None
+    except FileNotFoundError:
+        raise WsimitoError(f"{path}: boxes file not found") from None
+    return {image: (np.array(v)[:, :2], np.array(v)[:, 2:]) for image, v in rows.items()}

@@ -1,0 +1,149 @@
+"""Phase 2 training: the R-CNN on boxes from phase 1, validated by F1 at a radius in µm.
+
+Images are split by image into training and validation. Proposals come from
+the phase-1 segmentation (or selective search, by config), exactly as they
+will at detection time. After every CNN epoch the validation images are
+scored with the CNN's own classifier (the SVM comes last), and at the end the
+whole detector is scored, with the F1-best threshold reported beside the
+configured one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wsimito.config import Config
+from wsimito.datasets.truth import read_truth
+from wsimito.errors import WsimitoError
+from wsimito.labels import make_boxes, read_boxes_csv
+from wsimito.metrics import Detections, evaluate, threshold_sweep
+from wsimito.model import MitosisModel, propose
+from wsimito.proposals import nms
+from wsimito.rcnn import RCNN, Sample, warp_regions
+from wsimito.segmentation import SegmentationModel, segment_array, to_tensor
+from wsimito.slide import open_slide
+from wsimito.train_seg import split_images
+
+
+@dataclass
+class LabelledField:
+    """An image at the model mpp with its label boxes and points (pixels at that mpp)."""
+
+    name: str
+    rgb: np.ndarray
+    boxes: np.ndarray  # (K, 4)
+    points: np.ndarray  # (K, 2) the weak labels the boxes came from
+
+
+def train_detector(fields: list[LabelledField], segmentation: SegmentationModel, config: Config, seed: int = 0,
+                   device="cpu", on_epoch=None, on_stage=None) -> tuple[MitosisModel, dict]:
+    """Train phase 2 and return the bundle and a report (per-epoch and final validation F1)."""
+    stage = on_stage or (lambda _: None)
+    train_idx, val_idx = split_images(len(fields), config.detector.val_fraction, seed)
+    stage("segmenting and proposing")
+    proposals = [_proposals(f.rgb, segmentation, config, device) for f in fields]
+    train = [Sample(fields[i].rgb, fields[i].boxes, proposals[i]) for i in train_idx]
+    val = [(fields[i], proposals[i]) for i in val_idx]
+    history = []
+    rcnn = RCNN(config.detector, device)
+
+    def after_epoch(epoch, epochs, loss):
+        f1 = _cnn_f1(rcnn, val, config) if val else float("nan")
+        history.append({"epoch": epoch, "loss": loss, "val_f1_cnn": f1})
+        if on_epoch:
+            on_epoch(epoch, epochs, loss, f1)
+
+    stage("training the R-CNN")
+    rcnn.fit(train, seed=seed, on_epoch=after_epoch)
+    model = MitosisModel(segmentation, rcnn, config)
+    report = {"train_images": len(train_idx), "val_images": len(val_idx), "history": history}
+    if val:
+        report.update(_final_scores(model, val, config))
+    model.notes = {"seed": seed, "phase2": report}
+    return model, report
+
+
+def _proposals(rgb, segmentation, config, device):
+    prob = segment_array(segmentation, rgb, config.tiling.tile_size, config.tiling.halo, device=device)
+    return propose(rgb, prob, config)
+
+
+@torch.no_grad()
+def _cnn_f1(rcnn: RCNN, val, config: Config) -> float:
+    """Validation F1 using the CNN's softmax as the score (the SVM is not trained yet)."""
+    was_training = rcnn.cnn.training
+    rcnn.cnn.eval()
+    tp = fp = fn = 0
+    for field, boxes in val:
+        centres = np.zeros((0, 2))
+        if len(boxes):
+            regions = warp_regions(field.rgb, boxes, config.detector.warp, config.detector.context)
+            scores = torch.softmax(rcnn.cnn(to_tensor(regions, rcnn.device)), 1)[:, 1].cpu().numpy()
+            keep = nms(boxes, scores, config.detector.nms_iou)
+            keep = keep[scores[keep] >= 0.5]
+            centres = _centres(boxes[keep])
+        result = evaluate({"f": Detections(centres, np.ones(len(centres)))}, {"f": field.points}, config.tiling.mpp,
+                          radius_um=config.evaluation.radius_um, rule=config.evaluation.match)
+        tp, fp, fn = tp + result.pooled.tp, fp + result.pooled.fp, fn + result.pooled.fn
+    if was_training:
+        rcnn.cnn.train()
+    return 2 * tp / (2 * tp + fp + fn) if (tp + fp + fn) else float("nan")
+
+
+def _final_scores(model: MitosisModel, val, config: Config) -> dict:
+    detections, truth = {}, {}
+    for field, boxes in val:
+        found, scores = model.rcnn.predict(field.rgb, boxes)
+        detections[field.name] = Detections(_centres(found), scores)
+        truth[field.name] = field.points
+    mpp, radius, rule = config.tiling.mpp, config.evaluation.radius_um, config.evaluation.match
+    at_threshold = evaluate(detections, truth, mpp, radius_um=radius, rule=rule, threshold=config.detector.threshold)
+    sweep = threshold_sweep(detections, truth, mpp, radius_um=radius, rule=rule)
+    best = sweep.best
+    return {
+        "val_threshold": config.detector.threshold,
+        "val_precision": at_threshold.pooled.precision,
+        "val_recall": at_threshold.pooled.recall,
+        "val_f1": at_threshold.pooled.f1,
+        "val_best_threshold": float(sweep.best_threshold) if best is not None else float("nan"),
+        "val_best_f1": float(sweep.f1[best]) if best is not None else float("nan"),
+    }
+
+
+def _centres(boxes: np.ndarray) -> np.ndarray:
+    boxes = np.asarray(boxes).reshape(-1, 4)
+    return np.column_stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2])
+
+
+def load_fields(images, config: Config, segmentation: SegmentationModel, mpp=None, boxes_path=None,
+                points_path=None, device="cpu") -> list[LabelledField]:
+    """Images read whole at the model mpp, with their label boxes (from a CSV, or made from points)."""
+    labels = read_boxes_csv(boxes_path) if boxes_path else None
+    points = read_truth(points_path) if points_path else None
+    model_mpp = config.tiling.mpp
+    fields = []
+    for path in images:
+        name = Path(path).stem
+        with open_slide(path, mpp=mpp) as slide:
+            width, height = slide.size_at(model_mpp)
+            if width * height > _MAX_FIELD_PIXELS:
+                raise WsimitoError(f"{path}: {width}x{height} px at {model_mpp} µm/px is too large to train on whole; "
+                                   "cut it into fields")
+            if labels is not None:
+                level0_points, level0_boxes = labels.get(name, (np.zeros((0, 2)), np.zeros((0, 4))))
+            else:
+                found = make_boxes(slide, name, points.get(name, np.zeros((0, 2))), config.boxes, segmentation,
+                                   device=device)
+                level0_points = np.array([[b.x, b.y] for b in found]).reshape(-1, 2)
+                level0_boxes = np.array([[b.x0, b.y0, b.x1, b.y1] for b in found]).reshape(-1, 4)
+            scale = np.array([slide.resolution.mpp_x, slide.resolution.mpp_y]) / model_mpp
+            fields.append(LabelledField(name, slide.read_whole(model_mpp), level0_boxes * np.tile(scale, 2),
+                                        (level0_points + 0.5) * scale - 0.5))
+    return fields
+
+
+_MAX_FIELD_PIXELS = 8192 * 8192
