@@ -352,6 +352,100 @@ def train_det(images, boxes_path, points_path, seg_model, output, mpp, config_pa
     say(f"detector written to {output}")
 
 
+def _parse_shard(value):
+    if value is None:
+        return None
+    try:
+        index, count = (int(part) for part in value.split("/"))
+    except ValueError:
+        raise click.BadParameter("use I/N, e.g. 0/4 for the first of four shards") from None
+    if not 0 <= index < count:
+        raise click.BadParameter(f"shard index must be in 0..{count - 1}, got {index}")
+    return index, count
+
+
+@main.command()
+@click.argument("slides", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (created): per slide .zarr, .geojson, .overlay.png; counts.csv, detections.csv.")
+@click.option("--model", "model_path", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Detector bundle from train-det. Default: the model shipped with wsimito.")
+@config_option
+@device_option
+@mpp_option
+@click.option("--threshold", type=click.FloatRange(0, 1), help="Calibrated score for a detection to count. "
+              "Default: the model's own threshold.")
+@click.option("--workers", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Threads reading tiles (the model itself runs one batch at a time per device).")
+@click.option("--shard", callback=lambda ctx, param, value: _parse_shard(value), metavar="I/N",
+              help="Process only shard I of N (a stable split by slide name; for SLURM arrays).")
+@click.option("--overwrite", is_flag=True, help="Redo slides whose outputs are already complete.")
+@quiet_option
+def detect(slides, output, model_path, config_path, device, mpp, threshold, workers, shard, overwrite, quiet):
+    """Detect and count mitoses in SLIDES; write QuPath, Zarr and CSV outputs to OUTPUT.
+
+    For each slide: <slide>.geojson (detections and the hotspot, for QuPath's
+    File > Import objects), <slide>.zarr (probability map pyramid, detections,
+    provenance), <slide>.overlay.png (a quick look). For the batch: counts.csv
+    (one row per slide: mitoses, tissue mm², density, hotspot, mitotic score,
+    status) and detections.csv (one row per mitosis, level-0 pixels).
+
+    A slide that fails gets status=error and the reason in counts.csv; the rest
+    go on and the exit code is 1. Rerunning skips slides already complete, so a
+    killed run is finished by running the same command again.
+
+    \b
+    Examples:
+        wsimito detect slides/*.svs -o out/
+        wsimito detect fields/*.jpg --mpp 0.2456 -o out/ --model detector/
+        wsimito detect slides/*.svs -o out/ --shard 0/8     # one task of a SLURM array
+    """
+    from wsimito.config import load_config
+    from wsimito.model import MitosisModel, bundle_sha256
+    from wsimito.pipeline import run_batch
+    from wsimito.weights import default_model_path
+
+    config = load_config(config_path)
+    device = _device(device)
+    model_path = model_path or default_model_path()
+    model = MitosisModel.load(model_path, device)
+    threshold = model.config.detector.threshold if threshold is None else threshold
+    bars = _SlideProgress(quiet)
+    results = run_batch(slides, output, model, bundle_sha256(model_path), config, threshold, device, workers,
+                        mpp=mpp, shard=shard, overwrite=overwrite, on_slide=bars.slide, on_tiles=bars.tiles)
+    bars.close()
+    failed = [r for r in results if r.status != "ok"]
+    for result in failed:
+        click.echo(f"wsimito: error: {result.error}", err=True)
+    if not quiet:
+        total = sum(len(r.table) for r in results)
+        click.echo(f"{len(results) - len(failed)} of {len(results)} slides done, {total} mitoses -> {output}/counts.csv",
+                   err=True)
+    if failed:
+        sys.exit(1)
+
+
+class _SlideProgress:
+    """'slide i/n: name' lines and a per-slide tile bar on a terminal; nothing with --quiet or when piped."""
+
+    def __init__(self, quiet: bool):
+        self.enabled = not quiet
+        self.bar = _progress(quiet, "")
+
+    def slide(self, index, total, name):
+        if self.enabled:
+            self.close()
+            self.bar = _progress(False, f"{name} tiles")
+            click.echo(f"slide {index + 1}/{total}: {name}", err=True)
+
+    def tiles(self, done, total):
+        self.bar.update_to(done, total)
+
+    def close(self):
+        self.bar.__exit__(None, None, None)
+        self.bar.bar = None
+
+
 def _register_commands():
     """Commands that live in their own modules."""
     from wsimito.cli_evaluate import evaluate

@@ -115,6 +115,7 @@ class DetectorConfig:
     nms_iou: float = 0.3
     threshold: float = 0.5  # calibrated score at which a detection counts as a mitosis
     val_fraction: float = 0.2  # share of images held out to report F1 while training
+    duplicate_radius_um: float = 5.0  # detections closer than this (across tile borders) are one mitosis
 
     def __post_init__(self):
         allowed = ("segmentation", "segmentation+search", "search-fast", "search-quality")

@@ -1,0 +1,91 @@
+"""A slide's Zarr v3 store: probability pyramid, detection table, provenance attributes.
+
+Layout::
+
+    <slide>.zarr/
+      probability/0, 1, ...   uint8 mitosis probability x 255 at the model mpp, then 2x, 4x, ... coarser
+      detections              float64 (N, 7): x, y, score, x0, y0, x1, y1 in level-0 pixels
+
+Level 0 is chunked by the tile stride so each tile's core is exactly one chunk:
+tiles write concurrently without sharing a chunk. The store is built under
+``<slide>.zarr.partial`` and renamed when complete; ``attrs["complete"]`` is
+set last, so a killed run never leaves a store that looks finished.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from wsimito.stitch import COLUMNS
+
+_MIN_LEVEL_SIDE = 256
+
+
+class SlideStore:
+    def __init__(self, path, shape: tuple[int, int], chunk: int):
+        self.path = Path(path)
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        shutil.rmtree(self.partial, ignore_errors=True)
+        self.root = zarr.open_group(str(self.partial), mode="w", zarr_format=3)
+        self.chunk = chunk
+        self.level0 = self.root.create_array("probability/0", shape=shape, dtype="uint8", chunks=(chunk, chunk),
+                                             fill_value=0, dimension_names=("y", "x"))
+
+    def write_core(self, row: int, col: int, probability: np.ndarray) -> None:
+        """The probability (0-1 floats) of one tile core at chunk (row, col)."""
+        y, x = row * self.chunk, col * self.chunk
+        height = min(self.chunk, self.level0.shape[0] - y)
+        width = min(self.chunk, self.level0.shape[1] - x)
+        self.level0[y : y + height, x : x + width] = np.rint(probability[:height, :width] * 255).astype(np.uint8)
+
+    def finish(self, table: np.ndarray, attributes: dict) -> Path:
+        """Add the pyramid and the detections, mark complete, and move into place."""
+        self._build_pyramid()
+        table = np.asarray(table, np.float64).reshape(-1, len(COLUMNS))
+        detections = self.root.create_array("detections", shape=table.shape, dtype="float64",
+                                            chunks=(max(1, min(len(table), 65536)), len(COLUMNS)),
+                                            dimension_names=("detection", "column"))
+        if len(table):
+            detections[:] = table
+        detections.attrs["columns"] = list(COLUMNS)
+        self.root.attrs.update(attributes)
+        self.root.attrs["complete"] = True
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        self.partial.rename(self.path)
+        return self.path
+
+    def _build_pyramid(self) -> None:
+        """Each level the 2x2 mean of the one above, block by block (memory independent of slide size)."""
+        above, level = self.level0, 0
+        while max(above.shape) > _MIN_LEVEL_SIDE:
+            level += 1
+            shape = (-(-above.shape[0] // 2), -(-above.shape[1] // 2))
+            below = self.root.create_array(f"probability/{level}", shape=shape, dtype="uint8",
+                                           chunks=(min(self.chunk, shape[0]), min(self.chunk, shape[1])),
+                                           fill_value=0, dimension_names=("y", "x"))
+            block = 2 * self.chunk
+            for y in range(0, above.shape[0], block):
+                for x in range(0, above.shape[1], block):
+                    part = above[y : y + block, x : x + block].astype(np.float32)
+                    part = np.pad(part, ((0, part.shape[0] % 2), (0, part.shape[1] % 2)), mode="edge")
+                    mean = part.reshape(part.shape[0] // 2, 2, part.shape[1] // 2, 2).mean(axis=(1, 3))
+                    below[y // 2 : y // 2 + mean.shape[0], x // 2 : x // 2 + mean.shape[1]] = np.rint(mean).astype(np.uint8)
+            above = below
+        self.root.attrs["pyramid_levels"] = level + 1
+
+
+def is_complete(path) -> bool:
+    """Whether a finished store is at ``path`` (a killed run leaves only ``.partial``)."""
+    try:
+        return bool(zarr.open_group(str(path), mode="r").attrs.get("complete"))
+    except Exception:
+        return False
+
+
+def read_detections(path) -> np.ndarray:
+    return np.asarray(zarr.open_group(str(path), mode="r")["detections"][:], np.float64).reshape(-1, len(COLUMNS))
