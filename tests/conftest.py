@@ -50,3 +50,42 @@ def write_pyramid(path: Path, level0: np.ndarray, mpp: float, levels: int = 3, t
             h, w = image.shape[:2]
             image = cv2.resize(image[: h // 2 * 2, : w // 2 * 2], (w // 2, h // 2), interpolation=cv2.INTER_AREA)
     return path
+
+
+TINY_MODEL_CONFIG = {
+    "tiling.mpp": 0.5,
+    "tiling.tile_size": 256,
+    "tiling.halo": 16,
+    "segmentation.widths": [4, 8],
+    "segmentation.convs_per_block": 1,
+    "train_seg.epochs": 1,
+    "train_seg.crop": 64,
+    "train_seg.crops_per_epoch": 32,
+    "detector.epochs": 1,
+    "detector.batches_per_epoch": 4,
+    "detector.cnn_widths": [8, 16],
+    "detector.warp": 32,
+    "detector.context": 4,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A detector bundle trained for seconds on synthetic fields at 0.5 µm/px: real files, untuned weights.
+
+    For tests of the machinery around a model (detect, outputs, resume), not of its accuracy.
+    """
+    from wsimito.config import load_config
+    from wsimito.datasets import find_labelled_images
+    from wsimito.synth import write_fields
+    from wsimito.train_det import load_fields, train_detector
+    from wsimito.train_seg import train_segmentation
+
+    root = tmp_path_factory.mktemp("tiny-model")
+    images = write_fields(root / "fields", n=6, size=512, mpp=0.5, seed=7)
+    config = load_config(None, TINY_MODEL_CONFIG)
+    labelled = [item.load() for item in find_labelled_images([root / "fields"])]
+    segmentation = train_segmentation(labelled, config, root / "seg.pt", seed=0)
+    fields = load_fields(images, config, segmentation, mpp=0.5, points_path=root / "fields" / "centroids.csv")
+    model, _ = train_detector(fields, segmentation, config, seed=0)
+    return model.save(root / "detector")
