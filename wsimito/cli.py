@@ -448,9 +448,11 @@ class _SlideProgress:
 
 def _register_commands():
     """Commands that live in their own modules."""
+    from wsimito.cli_bench import bench
     from wsimito.cli_evaluate import evaluate
 
     main.add_command(evaluate)
+    main.add_command(bench)
 
 
 _register_commands()

@@ -1,0 +1,105 @@
+"""``wsimito bench``: the pipeline's speed against its own model-only limit, in one process and run.
+
+The GPU is rarely the bottleneck in slide pipelines; reading, decoding,
+post-processing and writing are. So the same run measures:
+
+* ``model_tiles_per_s``: segmentation + detection on tiles already in memory,
+  the pipeline's batch size: the most the pipeline could reach;
+* ``read_mpx_per_s``: reading and decoding tiles alone, the pipeline's threads;
+* ``pipeline_tiles_per_s``: ``detect``'s own code path on the whole slide;
+* ``efficiency`` = pipeline / model, peak memory, and time per stage.
+"""
+
+from __future__ import annotations
+
+import resource
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wsimito.config import Config, TilingConfig
+from wsimito.model import MitosisModel, detect_tiles
+from wsimito.pipeline import detect_slide
+from wsimito.slide import open_slide
+from wsimito.tiling import tile_grid
+from wsimito.tissue import detect_tissue
+
+BATCH_SIZE = 8
+
+
+def run_bench(model: MitosisModel, model_sha256: str, config: Config, slide_path=None, size: int = 8192,
+              device="cpu", workers: int = 4, quick: bool = False, on_stage=None) -> dict:
+    """All measurements as one flat dict (the keys ``wsimito bench --json`` prints)."""
+    stage = on_stage or (lambda _: None)
+    with tempfile.TemporaryDirectory(prefix="wsimito-bench-") as scratch:
+        scratch = Path(scratch)
+        if slide_path is None:
+            stage(f"writing a {size}x{size} synthetic slide")
+            from wsimito.synth import write_slide
+
+            slide_path = scratch / f"synthetic-{size}.tiff"
+            write_slide(slide_path, size=(size, size), mpp=0.25, seed=0)
+        with open_slide(slide_path) as slide:
+            tiling = TilingConfig(mpp=model.mpp, tile_size=config.tiling.tile_size, halo=config.tiling.halo)
+            tiles = tile_grid(slide, tiling, detect_tissue(slide, config.tissue))
+            sample = tiles[: min(len(tiles), 2 * BATCH_SIZE if quick else 8 * BATCH_SIZE)]
+            stage(f"reading {len(sample)} tiles with {workers} threads")
+            read_s, pixels = _time_reads(slide, sample, workers)
+            stage("model alone on tiles in memory")
+            model_s = _time_model(model, pixels, device)
+        stage(f"the pipeline on {len(tiles)} tissue tiles")
+        _reset_gpu_peak(device)
+        started = time.perf_counter()
+        detect_slide(slide_path, scratch, model, model_sha256, config, model.config.detector.threshold, device,
+                     workers)
+        pipeline_s = time.perf_counter() - started
+    model_rate = len(pixels) / model_s
+    pipeline_rate = len(tiles) / pipeline_s
+    result = {
+        "device": str(device),
+        "slide": str(slide_path),
+        "tiles": len(tiles),
+        "tile_size": tiling.tile_size,
+        "batch_size": BATCH_SIZE,
+        "workers": workers,
+        "model_tiles_per_s": model_rate,
+        "read_mpx_per_s": len(pixels) * tiling.tile_size**2 / 1e6 / read_s,
+        "pipeline_tiles_per_s": pipeline_rate,
+        "efficiency": pipeline_rate / model_rate,
+        "pipeline_s": pipeline_s,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    if torch.device(device).type == "cuda":
+        result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return result
+
+
+def _time_reads(slide, tiles, workers):
+    started = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        pixels = np.stack(list(pool.map(lambda tile: tile.read(slide), tiles)))
+    return time.perf_counter() - started, pixels
+
+
+def _time_model(model, pixels, device) -> float:
+    detect_tiles(model, pixels[:BATCH_SIZE], device)  # warm-up: allocations, kernels
+    _synchronize(device)
+    started = time.perf_counter()
+    for start in range(0, len(pixels), BATCH_SIZE):
+        detect_tiles(model, pixels[start : start + BATCH_SIZE], device)
+    _synchronize(device)
+    return time.perf_counter() - started
+
+
+def _synchronize(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _reset_gpu_peak(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
