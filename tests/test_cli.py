@@ -93,3 +93,16 @@ def test_help_teaches():
     assert result.returncode == 0
     assert "--mpp" in result.stdout and "Examples" in result.stdout
     assert subprocess.run([sys.executable, "-m", "wsimito", "--version"], capture_output=True, text=True).stdout.startswith("wsimito")
+
+
+def test_synth_then_info(tmp_path):
+    result = wsimito("synth", tmp_path, "--fields", 2, "--field-size", 256, "--slide", "1200x1600", "--seed", 3)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "centroids.csv").exists() and (tmp_path / "synthetic.mitoses.csv").exists()
+    reports = json.loads(wsimito("info", "--json", tmp_path / "synthetic.tiff", tmp_path / "field_000.png").stdout)
+    assert [(r["width"], r["height"]) for r in reports] == [(1600, 1200), (256, 256)]
+    assert reports[0]["mpp_source"].startswith("TIFF resolution tags") and reports[0]["mpp"] == pytest.approx(0.25)
+    assert reports[1]["mpp_source"] == "image DPI field" and reports[1]["mpp"] == pytest.approx(0.25)
+    assert len(reports[0]["levels"]) >= 2
+    bad = wsimito("synth", tmp_path, "--slide", "12x12")
+    assert bad.returncode == 2 and "at least 256" in bad.stderr

@@ -75,3 +75,15 @@ def test_touches_maps_level0_boxes():
     assert not tissue.touches(0, 0, 160, 160)
     assert tissue.touches(100, 100, 161, 161)
     assert tissue.area_mm2 == pytest.approx(64e-6)
+
+
+def test_synthetic_slide_tissue_matches_truth_despite_pen_and_border(tmp_path):
+    from wsimito.synth import write_slide
+
+    truth = write_slide(tmp_path / "s.tiff", size=(3000, 4000), mpp=0.5, seed=5, pen=True, border=True, tile=256)
+    with open_slide(tmp_path / "s.tiff") as slide:
+        tissue = detect_tissue(slide)
+    expected = cv2.resize(truth.tissue_mask.astype(np.uint8), tissue.mask.shape[::-1], interpolation=cv2.INTER_NEAREST) > 0
+    iou = (tissue.mask & expected).sum() / (tissue.mask | expected).sum()
+    assert iou > 0.85, iou
+    assert tissue.area_mm2 == pytest.approx(truth.tissue_area_mm2, rel=0.12)

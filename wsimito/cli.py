@@ -450,8 +450,10 @@ def _register_commands():
     """Commands that live in their own modules."""
     from wsimito.cli_bench import bench
     from wsimito.cli_evaluate import evaluate
+    from wsimito.cli_synth import synth
 
     main.add_command(evaluate)
+    main.add_command(synth)
     main.add_command(bench)
 
 
