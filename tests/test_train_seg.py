@@ -77,7 +77,7 @@ def test_model_file_round_trip_weights_only(tmp_path):
     assert loaded.mpp == 0.25 and loaded.spec["widths"] == [4, 8]
     x = torch.rand(1, 3, 32, 32)
     model.net.eval()
-    assert torch.allclose(model.net(x), loaded.net(x))
+    assert torch.allclose(model.net(x), loaded.net(x), atol=1e-5)  # memory formats differ: float noise only
     assert (tmp_path / "m.pt.ckpt").exists()
     assert not list(tmp_path.glob("*.partial"))
 
