@@ -1,6 +1,8 @@
 """Shared test fixtures: the real data in ../shared/data and small pyramids made on the fly."""
 
+import json
 import os
+import shutil
 from pathlib import Path
 
 import cv2
@@ -89,3 +91,26 @@ def tiny_model(tmp_path_factory) -> Path:
     fields = load_fields(images, config, segmentation, mpp=0.5, points_path=root / "fields" / "centroids.csv")
     model, _ = train_detector(fields, segmentation, config, seed=0)
     return model.save(root / "detector")
+
+
+@pytest.fixture(scope="session")
+def busy_model(tiny_model, tmp_path_factory):
+    """The tiny model, with its proposal threshold at the 99th percentile of its own probability maps.
+
+    The tiny model is trained for seconds and its probabilities stay far below the usual proposal threshold, so
+    it finds nothing, and comparing two empty tables proves little. This copy finds plenty (its detections are
+    meaningless, but they are many, spread over the slide, and must come out the same on every scheduler).
+    """
+    from wsimito.model import MitosisModel
+    from wsimito.segmentation import predict_proba
+    from wsimito.synth import make_field
+
+    model = MitosisModel.load(tiny_model)
+    field = make_field((512, 512), mpp=0.5, seed=3)
+    threshold = float(np.quantile(predict_proba(model.segmentation, field.image[None], "cpu")[0], 0.99))
+    busy = tmp_path_factory.mktemp("busy-model") / "detector"
+    shutil.copytree(tiny_model, busy)
+    meta = json.loads((busy / "model.json").read_text())
+    meta["config"]["detector"]["proposal_threshold"] = threshold
+    (busy / "model.json").write_text(json.dumps(meta, indent=2))
+    return busy

@@ -29,10 +29,10 @@ def read_csv(path):
         return list(csv.DictReader(fh))
 
 
-def test_real_batch_with_a_corrupt_file(data, tiny_model, tmp_path):
+def test_real_batch_with_a_corrupt_file(data, busy_model, tmp_path):
     out = tmp_path / "out"
     broken = data / "histolab-test-slides/broken.svs"
-    result = wsimito("detect", SAMPLE, broken, "-o", out, "--model", tiny_model, "--quiet")
+    result = wsimito("detect", SAMPLE, broken, "-o", out, "--model", busy_model, "--quiet")
     assert result.returncode == 1
     assert str(broken) in result.stderr and "Traceback" not in result.stderr
     counts = {row["slide"]: row for row in read_csv(out / "counts.csv")}
@@ -48,7 +48,8 @@ def test_real_batch_with_a_corrupt_file(data, tiny_model, tmp_path):
         assert 0 <= x < 2220 and 0 <= y < 2967
         assert float(row["x0"]) <= x <= float(row["x1"]) and float(row["score"]) >= float(ok["threshold"])
     _check_geojson(out / "CMU-1-Small-Region.geojson", int(ok["mitoses"]))
-    _check_zarr(out / "CMU-1-Small-Region.zarr", tiny_model)
+    assert int(ok["mitoses"]) > 0, "the busy model should find something to check"
+    _check_zarr(out / "CMU-1-Small-Region.zarr", busy_model)
     assert (out / "CMU-1-Small-Region.overlay.png").stat().st_size > 1000
     assert not list(out.glob("*.partial*")) and not list(out.glob(".*partial*"))
 
@@ -110,23 +111,23 @@ def test_fields_and_jpeg2000_slide_with_mpp(data, tiny_model, tmp_path):
     assert result.returncode == 0, result.stderr
 
 
-def test_same_detections_whatever_the_workers(data, tiny_model, tmp_path):
+def test_same_detections_whatever_the_workers(data, busy_model, tmp_path):
     for workers in (1, 3):
-        result = wsimito("detect", SAMPLE, "-o", tmp_path / f"w{workers}", "--model", tiny_model,
+        result = wsimito("detect", SAMPLE, "-o", tmp_path / f"w{workers}", "--model", busy_model,
                          "--workers", workers, "--quiet")
         assert result.returncode == 0, result.stderr
     one = read_csv(tmp_path / "w1/detections.csv")
     three = read_csv(tmp_path / "w3/detections.csv")
-    assert len(one) == len(three)
+    assert len(one) == len(three) > 0
     for a, b in zip(one, three):
         assert [float(a[k]) for k in "x y score".split()] == pytest.approx([float(b[k]) for k in "x y score".split()], abs=1e-4)
 
 
-def test_killed_run_finishes_on_rerun_with_the_same_results(tiny_model, tmp_path):
+def test_killed_run_finishes_on_rerun_with_the_same_results(busy_model, tmp_path):
     from wsimito.synth import write_fields
 
     images = write_fields(tmp_path / "fields", n=6, size=1024, mpp=0.5, seed=11)
-    args = [*images, "--mpp", "0.5", "--model", tiny_model, "--quiet", "--workers", "1"]
+    args = [*images, "--mpp", "0.5", "--model", busy_model, "--quiet", "--workers", "1"]
     clean = wsimito("detect", *args, "-o", tmp_path / "clean")
     assert clean.returncode == 0, clean.stderr
     out = tmp_path / "killed"
@@ -140,6 +141,7 @@ def test_killed_run_finishes_on_rerun_with_the_same_results(tiny_model, tmp_path
     assert 2 <= finished_before < len(images), "the kill should land mid-batch"
     rerun = wsimito("detect", *args, "-o", out)
     assert rerun.returncode == 0, rerun.stderr
+    assert len(read_csv(tmp_path / "clean/detections.csv")) > 0
     assert read_csv(out / "detections.csv") == read_csv(tmp_path / "clean/detections.csv")
     drop = lambda rows: [{k: v for k, v in r.items() if k != "runtime_s"} for r in rows]  # noqa: E731
     assert drop(read_csv(out / "counts.csv")) == drop(read_csv(tmp_path / "clean/counts.csv"))

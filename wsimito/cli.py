@@ -380,8 +380,15 @@ def _parse_shard(value):
 @click.option("--shard", callback=lambda ctx, param, value: _parse_shard(value), metavar="I/N",
               help="Process only shard I of N (a stable split by slide name; for SLURM arrays).")
 @click.option("--overwrite", is_flag=True, help="Redo slides whose outputs are already complete.")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="Run on an existing Dask cluster (tcp://HOST:PORT or a scheduler JSON file): one task per slide, "
+                   "GPU workers declared with `--resources GPU=1`.")
+@click.option("--cluster", type=click.Choice(["slurm"]),
+              help="Start Dask workers as SLURM jobs (dask-jobqueue) as the config's 'cluster' section says, "
+                   "and run there; they are stopped at the end.")
 @quiet_option
-def detect(slides, output, model_path, config_path, device, mpp, threshold, workers, shard, overwrite, quiet):
+def detect(slides, output, model_path, config_path, device, mpp, threshold, workers, shard, overwrite, scheduler,
+           cluster, quiet):
     """Detect and count mitoses in SLIDES; write QuPath, Zarr and CSV outputs to OUTPUT.
 
     For each slide: <slide>.geojson (detections and the hotspot, for QuPath's
@@ -394,32 +401,64 @@ def detect(slides, output, model_path, config_path, device, mpp, threshold, work
     go on and the exit code is 1. Rerunning skips slides already complete, so a
     killed run is finished by running the same command again.
 
+    Runs that share an output folder never work on the same slide at once: a
+    slide another run is processing (a lock file .<slide>.lock names it) is
+    left for last, then its finished result is taken; a message says so.
+
+    With --shard I/N (one task of a SLURM array, see slurm/README.md) the
+    tables are counts.shard-I-of-N.csv and detections.shard-I-of-N.csv;
+    `wsimito merge-reports OUTPUT` joins them. With --scheduler or --cluster
+    each slide is a task on a Dask cluster; slide and output paths must be
+    readable there (shared storage) and --workers is per slide on a worker.
+
     \b
     Examples:
         wsimito detect slides/*.svs -o out/
         wsimito detect fields/*.jpg --mpp 0.2456 -o out/ --model detector/
         wsimito detect slides/*.svs -o out/ --shard 0/8     # one task of a SLURM array
+        wsimito detect slides/*.svs -o out/ --scheduler tcp://10.0.0.5:8786
+        wsimito detect slides/*.svs -o out/ --cluster slurm --config site.yaml
     """
     from wsimito.config import load_config
     from wsimito.model import MitosisModel, bundle_sha256
     from wsimito.pipeline import run_batch
     from wsimito.weights import default_model_path
 
+    if scheduler and cluster:
+        raise click.UsageError("give --scheduler or --cluster, not both")
     config = load_config(config_path)
-    device = _device(device)
     model_path = model_path or default_model_path()
-    model = MitosisModel.load(model_path, device)
-    threshold = model.config.detector.threshold if threshold is None else threshold
-    bars = _SlideProgress(quiet)
-    results = run_batch(slides, output, model, bundle_sha256(model_path), config, threshold, device, workers,
-                        mpp=mpp, shard=shard, overwrite=overwrite, on_slide=bars.slide, on_tiles=bars.tiles)
-    bars.close()
+    sha256 = bundle_sha256(model_path)
+    say = (lambda text: None) if quiet else (lambda text: click.echo(f"wsimito: {text}", err=True))
+    note = lambda text: click.echo(f"wsimito: {text}", err=True)  # noqa: E731  (waits for other runs: even if quiet)
+    if scheduler or cluster:
+        from wsimito.cluster import cluster_runner
+
+        model = MitosisModel.load(model_path, "cpu")  # here only for its threshold and a check of the files
+        threshold = model.config.detector.threshold if threshold is None else threshold
+
+        def on_result(done, total, result):
+            say(f"slide {done}/{total} done: {result.slide} ({result.status})")
+
+        with cluster_runner(model_path, config, device, scheduler=scheduler, cluster=cluster) as (runner, device):
+            say(f"running on {scheduler or 'a SLURM Dask cluster'}, device {device}")
+            results = run_batch(slides, output, None, sha256, config, threshold, device, workers, mpp=mpp,
+                                shard=shard, overwrite=overwrite, on_note=note, on_result=on_result, runner=runner)
+    else:
+        device = _device(device)
+        model = MitosisModel.load(model_path, device)
+        threshold = model.config.detector.threshold if threshold is None else threshold
+        bars = _SlideProgress(quiet)
+        results = run_batch(slides, output, model, sha256, config, threshold, device, workers, mpp=mpp, shard=shard,
+                            overwrite=overwrite, on_slide=bars.slide, on_tiles=bars.tiles, on_note=note)
+        bars.close()
     failed = [r for r in results if r.status != "ok"]
     for result in failed:
         click.echo(f"wsimito: error: {result.error}", err=True)
     if not quiet:
         total = sum(len(r.table) for r in results)
-        click.echo(f"{len(results) - len(failed)} of {len(results)} slides done, {total} mitoses -> {output}/counts.csv",
+        tables = "counts.csv" if shard is None else f"counts.shard-{shard[0]}-of-{shard[1]}.csv"
+        click.echo(f"{len(results) - len(failed)} of {len(results)} slides done, {total} mitoses -> {output}/{tables}",
                    err=True)
     if failed:
         sys.exit(1)
@@ -450,9 +489,11 @@ def _register_commands():
     """Commands that live in their own modules."""
     from wsimito.cli_bench import bench
     from wsimito.cli_evaluate import evaluate
+    from wsimito.cli_reports import merge_reports
     from wsimito.cli_synth import synth
 
     main.add_command(evaluate)
+    main.add_command(merge_reports)
     main.add_command(synth)
     main.add_command(bench)
 

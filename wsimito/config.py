@@ -155,6 +155,34 @@ class ClinicalConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """Dask workers that `wsimito detect --cluster slurm` starts as SLURM jobs (dask-jobqueue), one worker each."""
+
+    jobs: int = 4  # worker jobs submitted; each worker process loads the model once
+    cores: int = 8  # CPU cores per job (--cpus-per-task): worker threads and tile readers
+    memory: str = "32GB"  # memory per job
+    gpus: int = 1  # GPUs per job: --gres=gpu:N and the Dask resource GPU=N; 0 for CPU-only workers
+    gres: str = ""  # the --gres value instead of gpu:N, e.g. "gpu:a100:1"
+    queue: str = ""  # partition; "" = the site's default
+    account: str = ""  # account to charge; "" = the user's default
+    walltime: str = "04:00:00"  # per worker job
+    job_directives: str = ""  # more sbatch options, space-separated, e.g. "--constraint=a100 --qos=long"
+    prologue: str = ""  # shell commands before the worker starts, ';'-separated, e.g. "module load cuda"
+    interface: str = ""  # network interface for scheduler and workers, e.g. "ib0"; "" = the default route
+    python: str = ""  # python on the compute nodes; "" = the one running wsimito
+    log_directory: str = "dask-worker-logs"  # one log per worker job
+    local_directory: str = ""  # worker scratch; "" = Dask's default
+    start_timeout_s: float = 1800.0  # give up when no worker job has started by then (queue wait included)
+
+    def __post_init__(self):
+        if self.jobs < 1 or self.cores < 1 or self.gpus < 0 or self.start_timeout_s <= 0:
+            raise WsimitoError(
+                f"cluster: need jobs >= 1, cores >= 1, gpus >= 0 and start_timeout_s > 0, got jobs {self.jobs}, "
+                f"cores {self.cores}, gpus {self.gpus}, start_timeout_s {self.start_timeout_s}"
+            )
+
+
+@dataclass(frozen=True)
 class Config:
     tissue: TissueConfig = field(default_factory=TissueConfig)
     tiling: TilingConfig = field(default_factory=TilingConfig)
@@ -164,6 +192,7 @@ class Config:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     clinical: ClinicalConfig = field(default_factory=ClinicalConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def to_dict(self) -> dict:
         """Plain YAML/JSON types (tuples as lists), as recorded in outputs and model files."""
@@ -221,7 +250,8 @@ def _coerce(value, default, where: str):
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, tuple):
-        ok = isinstance(value, (list, tuple)) and all(isinstance(v, type(default[0])) for v in value)
+        kinds = (type(default[0]),) if default else (int, float, str)
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, kinds) for v in value)
         value = tuple(value) if ok else value
     elif isinstance(default, float):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)

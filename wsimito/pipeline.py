@@ -10,6 +10,14 @@ in µm -> Zarr, GeoJSON, overlay PNG, and rows for the batch CSVs.
 A slide is done when its Zarr store is complete and its GeoJSON and overlay
 exist; every file is written under a temporary name and renamed, so a run
 killed at any moment is finished by rerunning it.
+
+Only one process at a time works on a slide: ``process_slide`` holds the
+slide's lock (wsimito.locks) from the completeness check to the last rename.
+A run that finds a slide locked by a live process does its other slides
+first, then waits for that one and takes the finished result: two runs over
+the same list share the work and both end with every row right. On a Dask
+cluster (wsimito.cluster) the slide is the unit of work and the driver only
+writes the tables.
 """
 
 from __future__ import annotations
@@ -28,24 +36,20 @@ from wsimito import __version__
 from wsimito.clinical import slide_summary
 from wsimito.config import Config, TilingConfig
 from wsimito.errors import WsimitoError
+from wsimito.locks import SlideLock
 from wsimito.model import MitosisModel, detect_tiles
 from wsimito.outputs.geojson import detection_features, hotspot_feature, write_geojson
 from wsimito.outputs.overlay import write_overlay
-from wsimito.outputs.tables import write_csv_atomic
 from wsimito.outputs.zarr_store import SlideStore, is_complete
+from wsimito.reports import COUNT_COLUMNS, DETECTION_COLUMNS, write_reports  # noqa: F401  (re-exported)
 from wsimito.slide import open_slide
 from wsimito.stitch import COLUMNS, merge_duplicates, tile_to_slide
 from wsimito.tiling import tile_grid
 from wsimito.tissue import detect_tissue
 
-COUNT_COLUMNS = [
-    "slide", "status", "mitoses", "tissue_mm2", "mitoses_per_mm2", "mpp", "mpp_source", "threshold",
-    "runtime_s", "error", "hotspot_count", "hotspot_per_mm2", "hotspot_mm2", "hotspot_shape", "hotspot_x",
-    "hotspot_y", "hotspot_fits", "hotspot_note", "mitoses_per_10_hpf", "field_diameter_mm", "mitotic_score",
-    "tiles", "model_sha256", "path",
-]
-DETECTION_COLUMNS = ["slide", "x", "y", "score", "x0", "y0", "x1", "y1"]
 _OVERLAY_MPP = 16.0
+_DEVICE_LOCKS: dict[str, threading.Lock] = {}
+_DEVICE_LOCKS_GUARD = threading.Lock()
 
 
 @dataclass
@@ -55,6 +59,7 @@ class SlideResult:
     status: str  # ok | error
     table: np.ndarray = field(default_factory=lambda: np.zeros((0, len(COLUMNS))))  # above threshold
     row: dict = field(default_factory=dict)  # the counts.csv row
+    notes: list = field(default_factory=list)  # what happened worth telling (waited for another run, ...)
 
     @property
     def error(self) -> str:
@@ -74,9 +79,16 @@ def in_shard(identifier: str, shard: tuple[int, int] | None) -> bool:
 
 
 def detect_slide(path, out: Path, model: MitosisModel, model_sha256: str, config: Config, threshold: float,
-                 device="cpu", workers: int = 4, batch_size: int = 8, mpp=None, on_tiles=None) -> SlideResult:
-    """Detect mitoses in one slide and write its Zarr, GeoJSON and overlay into ``out``."""
+                 device="cpu", workers: int = 4, batch_size: int = 8, mpp=None, on_tiles=None,
+                 recorded_path=None) -> SlideResult:
+    """Detect mitoses in one slide and write its Zarr, GeoJSON and overlay into ``out``.
+
+    ``recorded_path``: the path written into the outputs when it differs from the one opened (a cluster
+    worker opens the absolute path of what the user typed). Callers other than tests go through
+    ``process_slide``, which holds the slide's lock.
+    """
     started = time.perf_counter()
+    shown = str(path if recorded_path is None else recorded_path)
     identifier = slide_id(path)
     timings = {}
     with open_slide(path, mpp=mpp) as slide:
@@ -107,23 +119,30 @@ def detect_slide(path, out: Path, model: MitosisModel, model_sha256: str, config
         row = _json_row({
             "slide": identifier, "status": "ok", "threshold": threshold, "error": "",
             "mpp": slide.mpp, "mpp_source": slide.mpp_source, "tiles": len(tiles),
-            "model_sha256": model_sha256, "path": str(path),
+            "model_sha256": model_sha256, "path": shown,
             **summary,
             "runtime_s": round(time.perf_counter() - started, 3),
         })
         store.finish(candidates, {
             "wsimito_version": __version__, "model_sha256": model_sha256, "config": config.to_dict(),
-            "slide": identifier, "path": str(path), "mpp": slide.mpp, "mpp_source": slide.mpp_source,
+            "slide": identifier, "path": shown, "mpp": slide.mpp, "mpp_source": slide.mpp_source,
             "model_mpp": model.mpp, "tile_stride": stride, "tissue_mm2": tissue.area_mm2, "threshold": threshold,
             "timings": timings, "counts_row": row, "detections_note":
             "all candidates after merging; counts, CSV and GeoJSON use those with score >= threshold",
         })
-    return SlideResult(identifier, str(path), "ok", table, row)
+    return SlideResult(identifier, shown, "ok", table, row)
+
+
+def _device_lock(device) -> threading.Lock:
+    """One lock per device for the whole process: the model runs one batch at a time on a device, also when
+    a cluster worker runs two slides at once."""
+    with _DEVICE_LOCKS_GUARD:
+        return _DEVICE_LOCKS.setdefault(str(device), threading.Lock())
 
 
 def _run_tiles(slide, tiles, model, store, device, workers, batch_size, on_tiles) -> np.ndarray:
     """Detections of all tiles, a Dask graph per wave of batches; the model behind one lock per device."""
-    model_lock = threading.Lock()
+    model_lock = _device_lock(device)
     done, done_lock = [0], threading.Lock()
 
     def process(batch):
@@ -149,11 +168,16 @@ def _run_tiles(slide, tiles, model, store, device, workers, batch_size, on_tiles
     return np.concatenate(found)
 
 
-def completed_result(path, out: Path) -> SlideResult | None:
-    """The result of a slide finished by an earlier run, or None if it must be (re)done."""
+def completed_result(path, out: Path, since: float | None = None) -> SlideResult | None:
+    """The result of a slide finished by an earlier run, or None if it must be (re)done.
+
+    ``since``: only a result whose store was finished at or after this time (``time.time()``) counts.
+    """
     identifier = slide_id(path)
     store = out / f"{identifier}.zarr"
     if not (is_complete(store) and (out / f"{identifier}.geojson").exists() and (out / f"{identifier}.overlay.png").exists()):
+        return None
+    if since is not None and (store / "zarr.json").stat().st_mtime < since:  # attrs["complete"] is written last
         return None
     group = zarr.open_group(str(store), mode="r")
     row = dict(group.attrs["counts_row"])
@@ -161,43 +185,140 @@ def completed_result(path, out: Path) -> SlideResult | None:
     return SlideResult(identifier, str(path), "ok", candidates[candidates[:, 2] >= row["threshold"]], row)
 
 
-def run_batch(paths, out, model: MitosisModel, model_sha256: str, config: Config, threshold: float, device="cpu",
-              workers: int = 4, mpp=None, shard=None, overwrite=False, on_slide=None, on_tiles=None) -> list[SlideResult]:
-    """Detect in every slide of this shard; one failure never stops the rest. CSVs rewritten after each slide."""
+@dataclass(frozen=True)
+class DetectSettings:
+    """Everything about a batch a slide needs besides the model; small and picklable for cluster workers."""
+
+    config: Config
+    threshold: float
+    model_sha256: str
+    device: str = "cpu"
+    workers: int = 4
+    mpp: float | None = None
+    overwrite: bool = False
+    started: float = 0.0  # time.time() when the batch began: with overwrite, results newer than this are kept
+
+
+def lock_path(out: Path, identifier: str) -> Path:
+    return Path(out) / f".{identifier}.lock"
+
+
+def process_slide(path, out: Path, model: MitosisModel, settings: DetectSettings, block: bool = True,
+                  on_tiles=None, on_note=None, recorded_path=None) -> SlideResult | None:
+    """One slide under its lock: reuse a complete result or detect; errors become an error result.
+
+    With ``block=False`` returns None at once when another live process holds the slide. When it had to wait,
+    the other process's finished result is used (also with ``overwrite``: it is newer than this batch), and a
+    note says so. ``on_note(text)`` hears about the wait as it starts.
+    """
+    out = Path(out)
+    identifier = slide_id(path)
+    lock = SlideLock(lock_path(out, identifier))
+
+    def waiting(holder):
+        if on_note:
+            who = holder.describe() if holder else "another run"
+            on_note(f"{identifier}: waiting for {who}, which is processing it (lock {lock.path})")
+
+    if not lock.acquire(block=block, on_wait=waiting):
+        return None
+    try:
+        result = _finished_or_detect(path, out, model, settings, lock.waited_for, on_tiles, recorded_path)
+    finally:
+        lock.release()
+    if lock.lost:
+        result.notes.append(f"{identifier}: its lock {lock.path} was broken by another run while this one "
+                            "worked (stale_after_s too short for this slide?)")
+    return result
+
+
+def _finished_or_detect(path, out, model, settings: DetectSettings, waited, on_tiles, recorded_path) -> SlideResult:
+    identifier = slide_id(path)
+    shown = str(path if recorded_path is None else recorded_path)
+    result = completed_result(path, out, since=settings.started if settings.overwrite else None)
+    if result is not None:
+        result.path = shown
+        if waited is not None:
+            result.notes.append(f"{identifier}: finished by {waited.describe()} while this run waited; its result "
+                                "is used")
+        return result
+    try:
+        result = detect_slide(path, out, model, settings.model_sha256, settings.config, settings.threshold,
+                              settings.device, settings.workers, mpp=settings.mpp, on_tiles=on_tiles,
+                              recorded_path=recorded_path)
+    except WsimitoError as exc:
+        result = _error(shown, str(exc), settings.threshold, settings.model_sha256)
+    except Exception as exc:  # one broken slide must not stop the batch
+        result = _error(shown, f"{shown}: {type(exc).__name__}: {exc}", settings.threshold, settings.model_sha256)
+    if waited is not None:
+        result.notes.append(f"{identifier}: {waited.describe()} stopped without finishing it; done here instead")
+    return result
+
+
+def run_batch(paths, out, model: MitosisModel | None, model_sha256: str, config: Config, threshold: float,
+              device="cpu", workers: int = 4, mpp=None, shard=None, overwrite=False, on_slide=None, on_tiles=None,
+              on_note=None, on_result=None, runner=None) -> list[SlideResult]:
+    """Detect in every slide of this shard; one failure never stops the rest. CSVs rewritten after each slide.
+
+    ``runner(jobs, out, settings, on_note)``, when given, runs the slides elsewhere (see
+    ``wsimito.cluster.ClusterRunner``) and yields ``(index, SlideResult)`` in any order; ``model`` may then be
+    None. Without it slides run here, one after the other. ``on_result(done, total, result)`` follows every
+    finished slide; notes (a wait for another run, ...) go to ``on_note(text)``.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     mine = [p for p in paths if in_shard(slide_id(p), shard)]
+    settings = DetectSettings(config, threshold, model_sha256, str(device), workers, mpp, overwrite, time.time())
+    results: dict[int, SlideResult] = {}
+    jobs: list[tuple[int, object]] = []
     seen: dict[str, str] = {}
-    results = []
     for index, path in enumerate(mine):
         identifier = slide_id(path)
-        if on_slide:
-            on_slide(index, len(mine), identifier)
         if identifier in seen:
-            result = _error(path, f"{path}: slide id '{identifier}' is also the name of {seen[identifier]}; rename one",
-                            threshold, model_sha256)
+            results[index] = _error(path, f"{path}: slide id '{identifier}' is also the name of {seen[identifier]}; "
+                                    "rename one", threshold, model_sha256)
         else:
             seen[identifier] = str(path)
-            result = None if overwrite else completed_result(path, out)
-            if result is None:
-                try:
-                    result = detect_slide(path, out, model, model_sha256, config, threshold, device, workers,
-                                          mpp=mpp, on_tiles=on_tiles)
-                except WsimitoError as exc:
-                    result = _error(path, str(exc), threshold, model_sha256)
-                except Exception as exc:  # one broken slide must not stop the batch
-                    result = _error(path, f"{path}: {type(exc).__name__}: {exc}", threshold, model_sha256)
-        results.append(result)
-        write_reports(out, results, shard)
-    write_reports(out, results, shard)
-    return results
+            jobs.append((index, path))
+    if runner is None:
+        found = _run_here(jobs, len(mine), out, model, settings, on_slide, on_tiles, on_note)
+    else:
+        found = runner(jobs, out, settings, on_note)
+    for index, result in found:
+        results[index] = result
+        for note in result.notes:
+            if on_note:
+                on_note(note)
+        if on_result:
+            on_result(len(results), len(mine), result)
+        write_reports(out, _ordered(results), shard)
+    write_reports(out, _ordered(results), shard)
+    return _ordered(results)
 
 
-def write_reports(out: Path, results: list[SlideResult], shard=None) -> None:
-    suffix = "" if shard is None else f".shard-{shard[0]}-of-{shard[1]}"
-    write_csv_atomic(out / f"counts{suffix}.csv", COUNT_COLUMNS, [r.row for r in results])
-    rows = ({"slide": r.slide, **dict(zip(COLUMNS, map(float, values)))} for r in results for values in r.table)
-    write_csv_atomic(out / f"detections{suffix}.csv", DETECTION_COLUMNS, rows)
+def _run_here(jobs, total, out, model, settings, on_slide, on_tiles, on_note):
+    """Slides in this process, in order; a slide another run holds is put off until the others are done."""
+    put_off = []
+    for index, path in jobs:
+        if on_slide:
+            on_slide(index, total, slide_id(path))
+        result = process_slide(path, out, model, settings, block=False, on_tiles=on_tiles, on_note=on_note)
+        if result is None:
+            holder = SlideLock(lock_path(out, slide_id(path))).holder()
+            if on_note:
+                on_note(f"{slide_id(path)}: {holder.describe() if holder else 'another run'} is processing it; "
+                        "coming back to it after the other slides")
+            put_off.append((index, path))
+            continue
+        yield index, result
+    for index, path in put_off:
+        if on_slide:
+            on_slide(index, total, slide_id(path))
+        yield index, process_slide(path, out, model, settings, block=True, on_tiles=on_tiles, on_note=on_note)
+
+
+def _ordered(results: dict[int, SlideResult]) -> list[SlideResult]:
+    return [results[i] for i in sorted(results)]
 
 
 def _error(path, message: str, threshold: float, model_sha256: str) -> SlideResult:
