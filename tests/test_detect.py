@@ -96,14 +96,22 @@ def _check_zarr(path, model_dir):
     assert group["detections"].shape[1] == 7
 
 
-def test_fields_and_jpeg2000_slide_with_mpp(data, tiny_model, tmp_path):
+def test_fields_and_jpeg2000_slide_with_mpp(data, tiny_model, busy_model, tmp_path):
     out = tmp_path / "out"
     fields = [data / "mitos2012-icpr/images/A00_00.jpg", data / "mitos2012-icpr/images/A03_00.jpg"]
-    result = wsimito("detect", *fields, "--mpp", "0.2456", "-o", out, "--model", tiny_model, "--quiet")
+    result = wsimito("detect", *fields, "--mpp", "0.2456", "-o", out, "--model", busy_model, "--quiet")
     assert result.returncode == 0, result.stderr
     rows = read_csv(out / "counts.csv")
     assert [r["slide"] for r in rows] == ["A00_00", "A03_00"]
     assert all(r["mpp_source"] == "--mpp" and r["status"] == "ok" for r in rows)
+    # detect + evaluate end to end against the real labels: the pipeline and the counts, not a score
+    scored = wsimito("evaluate", out, "--truth", data / "mitos2012-icpr/centroids.csv", "--json")
+    assert scored.returncode == 0, scored.stderr
+    pooled = json.loads(scored.stdout)
+    truth_points = sum(1 for line in (data / "mitos2012-icpr/centroids.csv").read_text().splitlines()[1:]
+                       if line.split(",")[0] in ("A00_00", "A03_00"))
+    assert pooled["tp"] + pooled["fn"] == truth_points
+    assert pooled["tp"] + pooled["fp"] == sum(int(r["mitoses"]) for r in rows)
     tcga = data / "histolab-test-slides/tcga-cr-7395-01a-01-ts1.svs"
     assert wsimito("detect", tcga, "-o", tmp_path / "no-mpp", "--model", tiny_model, "--quiet").returncode == 1
     assert "--mpp" in read_csv(tmp_path / "no-mpp/counts.csv")[0]["error"]
