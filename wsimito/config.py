@@ -93,7 +93,7 @@ class DetectorConfig:
 
     proposals: str = "segmentation"  # segmentation | segmentation+search | search-fast | search-quality
     proposal_threshold: float = 0.3  # mitosis probability whose regions become proposals
-    proposal_margin_um: float = 2.0  # grown on each side of a segmented region
+    proposal_margin_um: float = 0.0  # grown on each side of a segmented region (the warp adds context)
     min_box_um: float = 3.0  # proposals with a shorter side are ignored
     max_box_um: float = 40.0  # proposals with a longer side are ignored
     warp: int = 48  # regions are warped to warp x warp pixels

@@ -10,7 +10,13 @@ Follows scikit-learn's estimator shape: ``RCNN(config).fit(samples)`` then
 3. a linear SVM on the CNN features separates label boxes from regions with
    IoU < 0.3, with hard-negative mining;
 4. SVM margins are calibrated to probabilities (Platt scaling), so one
-   threshold means the same across models;
+   threshold means the same across models. The calibration is fitted on
+   margins the SVM gives images it was not trained on (k-fold over images),
+   and on what detection scores: the proposals of an image after NMS, with
+   proposals that the per-image cap on regions left out accounted for by
+   weighting. Margins of the SVM's own training regions are far more
+   confident than those of new images, and label boxes and jittered copies
+   are far more often positive than proposals are;
 5. ridge regression on the features refines boxes (pairs with IoU > 0.6).
 
 The state is tensors and plain numbers only: it saves with ``torch.save`` and
@@ -33,6 +39,10 @@ from wsimito.config import DetectorConfig, plain
 from wsimito.nets.cnn import RegionCNN
 from wsimito.proposals import box_iou, nms
 from wsimito.segmentation import to_tensor
+
+# NMS also drops a box more than this share of which lies inside a better one (or that lies around a
+# better one): with grouped proposals, the pieces of a figure and the whole figure are all proposed.
+PIECE_OVERLAP = 0.7
 
 
 @dataclass
@@ -84,45 +94,60 @@ class RCNN:
         self.feature_mean = self.feature_scale = None
         self.svm_coef = self.svm_intercept = None
         self.platt = None  # (a, b): probability = sigmoid(a * margin + b)
+        self.calibrated_on = None  # what the Platt scaling was fitted on (training report only)
         self.ridge_coef = self.ridge_intercept = None
 
     # --- training ---------------------------------------------------------------------
-    def fit(self, samples: list[Sample], seed: int = 0, on_epoch=None) -> "RCNN":
-        """Train the CNN, SVM, calibration and box regression on ``samples``."""
+    def fit(self, samples: list[Sample], seed: int = 0, on_epoch=None,
+            calibration: list[Sample] | None = None) -> "RCNN":
+        """Train the CNN, SVM, calibration and box regression on ``samples``.
+
+        ``calibration``: images held out from all training (phase 1's too, ideally) to fit the Platt
+        scaling on. Without them, or when they hold no mitosis, it is fitted on k-fold held-out SVM margins
+        of the training images, which are optimistic: the CNN has seen those images, and so has the
+        segmentation whose proposals there are fewer and easier than on new images.
+        """
         rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
-        regions, best_iou, targets = self._training_regions(samples, rng)
-        self._fit_cnn(regions, best_iou, rng, on_epoch)
-        features = self._features(regions)
+        regions = self._training_regions(samples, rng)
+        self._fit_cnn(regions.pixels, regions.best_iou, rng, on_epoch)
+        features = self._features(regions.pixels)
         self.feature_mean = features.mean(axis=0)
         self.feature_scale = features.std(axis=0) + 1e-6
         scaled = (features - self.feature_mean) / self.feature_scale
-        self._fit_svm(scaled, best_iou, rng)
-        self._fit_platt(scaled, best_iou)
-        self._fit_ridge(scaled, best_iou, targets)
+        self.svm_coef, self.svm_intercept = self._fit_svm(scaled, regions.best_iou, rng)
+        held_out = self._proposal_regions(calibration or [])
+        margins, labels, weights = self._detections(self._margin(self._scaled(held_out.pixels)), held_out)
+        self.calibrated_on = "held-out images"
+        if labels.sum() == 0 or labels.sum() == len(labels):
+            margins, labels, weights = self._detections(self._held_out_margins(scaled, regions, rng), regions)
+            self.calibrated_on = "k-fold margins of the training images"
+        self._fit_platt(margins, labels, weights)
+        self._fit_ridge(scaled, regions.best_iou, regions.targets)
         return self
 
-    def _training_regions(self, samples, rng):
-        """Warped regions of every sample with their best IoU to a label box and that box."""
+    def _training_regions(self, samples, rng) -> "_Regions":
+        """Warped regions of every sample with their best IoU to a label box, that box, and bookkeeping."""
         c = self.config
-        warped, ious, targets = [], [], []
-        for sample in samples:
+        parts = []
+        for index, sample in enumerate(samples):
             labels = np.asarray(sample.boxes, np.float64).reshape(-1, 4)
-            candidates = [np.asarray(sample.proposals, np.float64).reshape(-1, 4), labels, _jitter(labels, rng, 4)]
-            candidates.append(_random_boxes(sample.rgb.shape, labels, rng, 8))
+            proposals = np.asarray(sample.proposals, np.float64).reshape(-1, 4)
+            candidates = [proposals, labels, _jitter(labels, rng, 4), _random_boxes(sample.rgb.shape, labels, rng, 8)]
             boxes = np.concatenate(candidates)
-            boxes = boxes[(boxes[:, 2] - boxes[:, 0] >= 2) & (boxes[:, 3] - boxes[:, 1] >= 2)]
+            is_proposal = np.arange(len(boxes)) < len(proposals)
+            usable = (boxes[:, 2] - boxes[:, 0] >= 2) & (boxes[:, 3] - boxes[:, 1] >= 2)
+            boxes, is_proposal = boxes[usable], is_proposal[usable]
             if len(labels):
                 overlap = box_iou(boxes, labels)
-                best, which = overlap.max(axis=1), overlap.argmax(axis=1)
-                target = labels[which]
+                best, target = overlap.max(axis=1), labels[overlap.argmax(axis=1)]
             else:
                 best, target = np.zeros(len(boxes)), boxes.copy()
-            boxes, best, target = _cap_regions(boxes, best, target, c.max_regions_per_image, c.fg_iou, rng)
-            warped.append(warp_regions(sample.rgb, boxes, c.warp, c.context))
-            ious.append(best)
-            targets.append(np.column_stack([boxes, target]))
-        return np.concatenate(warped), np.concatenate(ious), np.concatenate(targets)
+            chosen, weight = _cap_regions(best, c.max_regions_per_image, c.fg_iou, rng)
+            parts.append(_Regions(warp_regions(sample.rgb, boxes[chosen], c.warp, c.context), best[chosen],
+                                  np.column_stack([boxes[chosen], target[chosen]]), np.full(len(chosen), index),
+                                  is_proposal[chosen], weight))
+        return _Regions.concatenate(parts)
 
     def _fit_cnn(self, regions, best_iou, rng, on_epoch):
         c = self.config
@@ -152,8 +177,8 @@ class RCNN:
                 on_epoch(epoch + 1, c.epochs, float(np.mean(losses)))
         self.cnn.eval()
 
-    def _fit_svm(self, features, best_iou, rng):
-        """Label-box-like regions vs clear negatives, with a few rounds of hard-negative mining."""
+    def _fit_svm(self, features, best_iou, rng) -> tuple[np.ndarray, float]:
+        """Label boxes vs clear negatives, with a few rounds of hard-negative mining: (coef, intercept)."""
         c = self.config
         positives = features[best_iou >= 0.999]  # the label boxes themselves, as in the paper
         negatives = features[best_iou < c.svm_negative_iou]
@@ -170,13 +195,79 @@ class RCNN:
             if len(grown) == len(active):
                 break
             active = grown
-        self.svm_coef, self.svm_intercept = svm.coef_[0].astype(np.float64), float(svm.intercept_[0])
+        return svm.coef_[0].astype(np.float64), float(svm.intercept_[0])
 
-    def _fit_platt(self, features, best_iou):
+    def _held_out_margins(self, features, regions: "_Regions", rng, folds: int = 3) -> np.ndarray:
+        """SVM margin of every region from an SVM trained without its image (k-fold over images).
+
+        With a single image there is nothing to hold out, and the final SVM's own margins are used.
+        """
+        images = np.unique(regions.image)
+        fold_of = dict(zip(rng.permutation(images).tolist(), np.arange(len(images)) % max(1, folds)))
+        fold = np.array([fold_of[i] for i in regions.image.tolist()])
+        margins = self._margin(features)
+        if len(images) < 2:
+            return margins
+        for k in range(min(folds, len(images))):
+            inside = fold == k
+            training = ~inside
+            if not (regions.best_iou[training] >= 0.999).any() or not (
+                    regions.best_iou[training] < self.config.svm_negative_iou).any():
+                continue  # the other folds lack a class: keep the final SVM's margins for this fold
+            coef, intercept = self._fit_svm(features[training], regions.best_iou[training], rng)
+            margins[inside] = features[inside] @ coef + intercept
+        return margins
+
+    def _proposal_regions(self, samples: list[Sample]) -> "_Regions":
+        """Every proposal of ``samples``, warped, with its best IoU and label box (no sampling, weight 1)."""
         c = self.config
-        keep = (best_iou >= c.fg_iou) | (best_iou < c.svm_negative_iou)
-        margins = self._margin(features[keep])[:, None]
-        calibrator = LogisticRegression(C=1e4).fit(margins, (best_iou[keep] >= c.fg_iou).astype(int))
+        parts = []
+        for index, sample in enumerate(samples):
+            labels = np.asarray(sample.boxes, np.float64).reshape(-1, 4)
+            boxes = np.asarray(sample.proposals, np.float64).reshape(-1, 4)
+            if not len(boxes):
+                continue
+            overlap = box_iou(boxes, labels) if len(labels) else np.zeros((len(boxes), 1))
+            target = labels[overlap.argmax(axis=1)] if len(labels) else boxes
+            parts.append(_Regions(warp_regions(sample.rgb, boxes, c.warp, c.context), overlap.max(axis=1),
+                                  np.column_stack([boxes, target]), np.full(len(boxes), index),
+                                  np.ones(len(boxes), bool), np.ones(len(boxes))))
+        return _Regions.concatenate(parts) if parts else _Regions.empty(c.warp)
+
+    def _detections(self, margins: np.ndarray, regions: "_Regions"):
+        """(margins, labels, weights) of what detection would report: each image's proposals after NMS,
+        labelled as evaluation counts them. Each label box makes one detection positive (the best one whose
+        centre lies in it); the rest, duplicates included, are negatives. A negative's weight is how many
+        proposals it stands for where the per-image cap sampled them."""
+        c = self.config
+        kept, labels = [], []
+        for image in np.unique(regions.image):
+            index = np.flatnonzero((regions.image == image) & regions.is_proposal)
+            if not len(index):
+                continue
+            index = index[nms(regions.targets[index, :4], margins[index], c.nms_iou, PIECE_OVERLAP)]
+            kept.append(index)
+            labels.append(_one_per_label(regions.targets[index], margins[index]))
+        kept = np.concatenate(kept) if kept else np.zeros(0, np.intp)
+        labels = np.concatenate(labels) if labels else np.zeros(0, int)
+        return margins[kept], labels, np.where(labels == 1, 1.0, regions.weight[kept])
+
+    def _fit_platt(self, margins: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> None:
+        """Logistic regression of "is a correct detection" on the SVM margin (Platt scaling).
+
+        With Platt's (1999) targets, (N+ + 1) / (N+ + 2) for positives and 1 / (N- + 2) for negatives,
+        rather than 1 and 0: a few held-out images are often separated perfectly, and plain 0/1 targets
+        then give an infinitely steep curve whose 0.5 point is anywhere in the gap.
+        """
+        if len(np.unique(labels)) < 2:  # nothing to calibrate against: the SVM's own scale
+            self.platt = (1.0, 0.0)
+            return
+        n_pos, n_neg = weights[labels == 1].sum(), weights[labels == 0].sum()
+        target = np.where(labels == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+        # soft targets as each sample counted twice: positive with weight t, negative with weight 1 - t
+        x = np.concatenate([margins, margins])[:, None]
+        y = np.r_[np.ones(len(margins)), np.zeros(len(margins))]
+        calibrator = LogisticRegression(C=1e4).fit(x, y, sample_weight=np.r_[weights * target, weights * (1 - target)])
         self.platt = (float(calibrator.coef_[0, 0]), float(calibrator.intercept_[0]))
 
     def _fit_ridge(self, features, best_iou, targets):
@@ -195,16 +286,19 @@ class RCNN:
         if not len(proposals):
             return np.zeros((0, 4)), np.zeros(0)
         c = self.config
-        features = self._features(warp_regions(rgb, proposals, c.warp, c.context), batch_size)
-        scaled = (features - self.feature_mean) / self.feature_scale
+        scaled = self._scaled(warp_regions(rgb, proposals, c.warp, c.context), batch_size)
         scores = self.calibrated(self._margin(scaled))
         boxes = decode_boxes(proposals, scaled @ self.ridge_coef.T + self.ridge_intercept)
-        keep = nms(boxes, scores, c.nms_iou)
+        keep = nms(boxes, scores, c.nms_iou, PIECE_OVERLAP)
         return boxes[keep], scores[keep]
 
     def calibrated(self, margins: np.ndarray) -> np.ndarray:
         a, b = self.platt
         return 1.0 / (1.0 + np.exp(-(a * margins + b)))
+
+    def _scaled(self, regions: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Standardised CNN features of warped regions, what the SVM and the box regression see."""
+        return (self._features(regions, batch_size) - self.feature_mean) / self.feature_scale
 
     def _margin(self, scaled: np.ndarray) -> np.ndarray:
         return scaled @ self.svm_coef + self.svm_intercept
@@ -271,10 +365,59 @@ def _random_boxes(shape, labels: np.ndarray, rng, count: int) -> np.ndarray:
     return np.column_stack([x0, y0, x0 + side, y0 + side])
 
 
-def _cap_regions(boxes, best, target, cap: int, fg_iou: float, rng):
-    """All positives and at most ``cap`` regions in all, the rest of the room for sampled negatives."""
+def _one_per_label(targets: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """1 for the best-scoring box whose centre lies in each label box, else 0 (``targets``: box, label box).
+
+    A box with no label box around it has its best label box as target only when it overlaps one;
+    the centre test decides, as a matching radius does in evaluation.
+    """
+    boxes, labels = targets[:, :4], targets[:, 4:]
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    inside = (cx >= labels[:, 0]) & (cx <= labels[:, 2]) & (cy >= labels[:, 1]) & (cy <= labels[:, 3])
+    positive = np.zeros(len(boxes), int)
+    taken = set()
+    for i in np.argsort(-scores, kind="stable"):
+        key = tuple(labels[i])
+        if inside[i] and key not in taken:
+            taken.add(key)
+            positive[i] = 1
+    return positive
+
+
+def _cap_regions(best, cap: int, fg_iou: float, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of all positives and sampled negatives, and each one's weight (how many it stands for).
+
+    Negatives get the room the positives leave and at least half the cap: an image crowded with mitoses
+    must still show the CNN and the SVM its look-alikes.
+    """
     positive = np.flatnonzero(best >= fg_iou)
     negative = np.flatnonzero(best < fg_iou)
-    room = max(cap - len(positive), math.ceil(cap / 4))
+    room = min(len(negative), max(cap - len(positive), math.ceil(cap / 2)))
     chosen = np.concatenate([positive, rng.permutation(negative)[:room]])
-    return boxes[chosen], best[chosen], target[chosen]
+    weight = np.ones(len(chosen))
+    weight[len(positive):] = len(negative) / max(room, 1)
+    return chosen, weight
+
+
+@dataclass
+class _Regions:
+    """The warped training regions and, per region, what training needs to know about it."""
+
+    pixels: np.ndarray  # (N, warp, warp, 3) uint8
+    best_iou: np.ndarray  # (N,) best IoU with a label box of its image
+    targets: np.ndarray  # (N, 8): the region's box, then that label box
+    image: np.ndarray  # (N,) index of its sample
+    is_proposal: np.ndarray  # (N,) bool: a proposal (what detection scores), not a label, jitter or random box
+    weight: np.ndarray  # (N,) how many regions of its kind in its image it stands for (sampling)
+
+    @classmethod
+    def empty(cls, warp: int) -> "_Regions":
+        return cls(np.zeros((0, warp, warp, 3), np.uint8), np.zeros(0), np.zeros((0, 8)), np.zeros(0, int),
+                   np.zeros(0, bool), np.zeros(0))
+
+    @classmethod
+    def concatenate(cls, parts: list["_Regions"]) -> "_Regions":
+        if not parts:
+            raise ValueError("training needs at least one image")
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in
+                     ("pixels", "best_iou", "targets", "image", "is_proposal", "weight")))

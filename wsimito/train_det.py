@@ -10,7 +10,7 @@ configured one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +22,18 @@ from wsimito.errors import WsimitoError
 from wsimito.labels import make_boxes, read_boxes_csv
 from wsimito.metrics import Detections, evaluate, threshold_sweep
 from wsimito.model import MitosisModel, propose
-from wsimito.proposals import nms
-from wsimito.rcnn import RCNN, Sample, warp_regions
+from wsimito.proposals import nms, proposal_recall
+from wsimito.rcnn import PIECE_OVERLAP, RCNN, Sample, warp_regions
 from wsimito.segmentation import SegmentationModel, segment_array, to_tensor
 from wsimito.slide import open_slide
 from wsimito.train_seg import split_images
+
+
+# Training images propose at this fraction of detector.proposal_threshold. Phase 1 was trained on them (or on
+# images like them) and segments their look-alikes (pyknotic and apoptotic nuclei, lymphocytes) far less than
+# those of new images: on synthetic fields about half as many negatives at the same threshold, and about as
+# many at a third of it. Without them the R-CNN never learns to reject what it will meet.
+TRAINING_PROPOSAL_THRESHOLD_FACTOR = 1 / 3
 
 
 @dataclass
@@ -37,6 +44,7 @@ class LabelledField:
     rgb: np.ndarray
     boxes: np.ndarray  # (K, 4)
     points: np.ndarray  # (K, 2) the weak labels the boxes came from
+    sources: tuple = ()  # per box: "segmentation" or "fallback" (make-boxes), "file" (a boxes CSV)
 
 
 def train_detector(fields: list[LabelledField], segmentation: SegmentationModel, config: Config, seed: int = 0,
@@ -45,8 +53,12 @@ def train_detector(fields: list[LabelledField], segmentation: SegmentationModel,
     stage = on_stage or (lambda _: None)
     train_idx, val_idx = split_images(len(fields), config.detector.val_fraction, seed)
     stage("segmenting and proposing")
-    proposals = [_proposals(f.rgb, segmentation, config, device) for f in fields]
-    train = [Sample(fields[i].rgb, fields[i].boxes, proposals[i]) for i in train_idx]
+    proposals, liberal = [], []  # at the detection threshold, and at the training one
+    for f in fields:
+        prob = segment_array(segmentation, f.rgb, config.tiling.tile_size, config.tiling.halo, device=device)
+        proposals.append(propose(f.rgb, prob, config))
+        liberal.append(propose(f.rgb, prob, _training_config(config)))
+    train = [Sample(fields[i].rgb, fields[i].boxes, liberal[i]) for i in train_idx]
     val = [(fields[i], proposals[i]) for i in val_idx]
     history = []
     rcnn = RCNN(config.detector, device)
@@ -58,18 +70,25 @@ def train_detector(fields: list[LabelledField], segmentation: SegmentationModel,
             on_epoch(epoch, epochs, loss, f1)
 
     stage("training the R-CNN")
-    rcnn.fit(train, seed=seed, on_epoch=after_epoch)
+    # The validation images, held out from phase 2 (and from phase 1 when train-seg split with the same
+    # seed and fraction), calibrate the scores: the training images' are too easy (see RCNN.fit).
+    rcnn.fit(train, seed=seed, on_epoch=after_epoch,
+             calibration=[Sample(f.rgb, f.boxes, boxes) for f, boxes in val])
     model = MitosisModel(segmentation, rcnn, config)
-    report = {"train_images": len(train_idx), "val_images": len(val_idx), "history": history}
+    report = {"train_images": len(train_idx), "val_images": len(val_idx), "history": history,
+              "label_boxes": _label_sources(fields), "proposals_per_image": _mean_count(proposals),
+              "calibrated_on": rcnn.calibrated_on}
     if val:
+        report["val_proposal_recall"] = _proposal_recall(val)
         report.update(_final_scores(model, val, config))
     model.notes = {"seed": seed, "phase2": report}
     return model, report
 
 
-def _proposals(rgb, segmentation, config, device):
-    prob = segment_array(segmentation, rgb, config.tiling.tile_size, config.tiling.halo, device=device)
-    return propose(rgb, prob, config)
+def _training_config(config: Config) -> Config:
+    """The config whose proposals the R-CNN trains on: a lower proposal threshold (see the constant)."""
+    threshold = config.detector.proposal_threshold * TRAINING_PROPOSAL_THRESHOLD_FACTOR
+    return replace(config, detector=replace(config.detector, proposal_threshold=threshold))
 
 
 @torch.no_grad()
@@ -83,7 +102,7 @@ def _cnn_f1(rcnn: RCNN, val, config: Config) -> float:
         if len(boxes):
             regions = warp_regions(field.rgb, boxes, config.detector.warp, config.detector.context)
             scores = torch.softmax(rcnn.cnn(to_tensor(regions, rcnn.device)), 1)[:, 1].cpu().numpy()
-            keep = nms(boxes, scores, config.detector.nms_iou)
+            keep = nms(boxes, scores, config.detector.nms_iou, PIECE_OVERLAP)
             keep = keep[scores[keep] >= 0.5]
             centres = _centres(boxes[keep])
         result = evaluate({"f": Detections(centres, np.ones(len(centres)))}, {"f": field.points}, config.tiling.mpp,
@@ -114,35 +133,60 @@ def _final_scores(model: MitosisModel, val, config: Config) -> dict:
     }
 
 
+def _label_sources(fields: list[LabelledField]) -> dict:
+    """How many label boxes came from where: many fallbacks mean phase 1 misses the labelled figures."""
+    sources = [source for field in fields for source in field.sources]
+    return {name: sources.count(name) for name in sorted(set(sources))}
+
+
+def _mean_count(proposals) -> float:
+    return float(np.mean([len(p) for p in proposals])) if proposals else float("nan")
+
+
+def _proposal_recall(val) -> float:
+    """Share of the validation label boxes that some proposal overlaps with IoU >= 0.5: what the R-CNN
+    can find at best. A low value points at the proposals (threshold, segmentation), not the scoring."""
+    hits = [proposal_recall(boxes, field.boxes) for field, boxes in val]
+    hits = np.concatenate(hits) if hits else np.zeros(0, bool)
+    return float(hits.mean()) if len(hits) else float("nan")
+
+
 def _centres(boxes: np.ndarray) -> np.ndarray:
     boxes = np.asarray(boxes).reshape(-1, 4)
     return np.column_stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2])
 
 
 def load_fields(images, config: Config, segmentation: SegmentationModel, mpp=None, boxes_path=None,
-                points_path=None, device="cpu") -> list[LabelledField]:
-    """Images read whole at the model mpp, with their label boxes (from a CSV, or made from points)."""
+                points_path=None, device="cpu", points: dict | None = None) -> list[LabelledField]:
+    """Images read whole at the model mpp, with their label boxes (from a CSV, or made from points).
+
+    ``mpp``: one value for all images, or ``{image stem: mpp}``, for images that do not record theirs.
+    ``points``: ``{image stem: (N, 2) level-0 points}``, instead of a ``points_path`` file.
+    """
     labels = read_boxes_csv(boxes_path) if boxes_path else None
-    points = read_truth(points_path) if points_path else None
+    if points is None and points_path:
+        points = read_truth(points_path)
     model_mpp = config.tiling.mpp
     fields = []
     for path in images:
         name = Path(path).stem
-        with open_slide(path, mpp=mpp) as slide:
+        with open_slide(path, mpp=mpp.get(name) if isinstance(mpp, dict) else mpp) as slide:
             width, height = slide.size_at(model_mpp)
             if width * height > _MAX_FIELD_PIXELS:
                 raise WsimitoError(f"{path}: {width}x{height} px at {model_mpp} µm/px is too large to train on whole; "
                                    "cut it into fields")
             if labels is not None:
                 level0_points, level0_boxes = labels.get(name, (np.zeros((0, 2)), np.zeros((0, 4))))
+                sources = ("file",) * len(level0_boxes)
             else:
-                found = make_boxes(slide, name, points.get(name, np.zeros((0, 2))), config.boxes, segmentation,
-                                   device=device)
+                found = make_boxes(slide, name, (points or {}).get(name, np.zeros((0, 2))), config.boxes,
+                                   segmentation, device=device)
                 level0_points = np.array([[b.x, b.y] for b in found]).reshape(-1, 2)
                 level0_boxes = np.array([[b.x0, b.y0, b.x1, b.y1] for b in found]).reshape(-1, 4)
+                sources = tuple(b.source for b in found)
             scale = np.array([slide.resolution.mpp_x, slide.resolution.mpp_y]) / model_mpp
             fields.append(LabelledField(name, slide.read_whole(model_mpp), level0_boxes * np.tile(scale, 2),
-                                        (level0_points + 0.5) * scale - 0.5))
+                                        (level0_points + 0.5) * scale - 0.5, sources))
     return fields
 
 
