@@ -103,6 +103,9 @@ def segment_array(model: SegmentationModel, rgb: np.ndarray, tile: int = 512, ha
     if tile % model.multiple or tile <= 2 * halo:
         raise WsimitoError(f"tile {tile} must be a multiple of {model.multiple} and exceed twice the halo {halo}")
     height, width = rgb.shape[:2]
+    # A small image (a 128 px crop) needs only a small tile: padding it to a full tile costs up to 16x the work.
+    needed = -(-(max(height, width) + 2 * halo) // model.multiple) * model.multiple
+    tile = min(tile, needed)
     stride = tile - 2 * halo
     rows, cols = -(-height // stride), -(-width // stride)
     padded = np.full((rows * stride + 2 * halo, cols * stride + 2 * halo, 3), 255, np.uint8)
