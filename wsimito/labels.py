@@ -40,15 +40,22 @@ class PointBox:
 
 def make_boxes(slide, image: str, points: np.ndarray, config: BoxesConfig = BoxesConfig(),
                model: SegmentationModel | None = None, mode: str = "segmentation", device="cpu",
-               batch_size: int = 8) -> list[PointBox]:
-    """Boxes for the (x, y) level-0 ``points`` of one slide or image; dropped points are omitted."""
+               batch_size: int = 8, prob: np.ndarray | None = None) -> list[PointBox]:
+    """Boxes for the (x, y) level-0 ``points`` of one slide or image; dropped points are omitted.
+
+    ``prob``: phase 1's map of the whole image at the model mpp, when the caller has it already (training
+    segments every image once for its proposals): regions are read from it instead of from a window
+    segmented around each point.
+    """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if mode == "segmentation" and model is None:
         raise ValueError("mode 'segmentation' needs a segmentation model")
     points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     regions = [None] * len(points)
-    if mode == "segmentation":
+    if mode == "segmentation" and prob is not None:
+        regions = _regions_in_map(prob, slide, points, config, model.mpp)
+    elif mode == "segmentation":
         regions = _segmented_regions(slide, points, config, model, device, batch_size)
     boxes = []
     for (x, y), region in zip(points, regions):
@@ -77,6 +84,21 @@ def _segmented_regions(slide, points, config: BoxesConfig, model: SegmentationMo
             else:
                 c0, r0, c1, r1 = box
                 regions.append((cx + c0 * scale_x, cy + r0 * scale_y, cx + c1 * scale_x, cy + r1 * scale_y))
+    return regions
+
+
+def _regions_in_map(prob, slide, points, config: BoxesConfig, model_mpp: float):
+    """Per point: the level-0 box of the region of a whole-image map (at ``model_mpp``) containing it."""
+    scale_x, scale_y = model_mpp / slide.resolution.mpp_x, model_mpp / slide.resolution.mpp_y
+    mask = prob >= config.threshold
+    height, width = mask.shape
+    regions = []
+    for x, y in points:
+        col = min(max(int(round((x + 0.5) / scale_x - 0.5)), 0), width - 1)
+        row = min(max(int(round((y + 0.5) / scale_y - 0.5)), 0), height - 1)
+        box = region_box(mask, col, row, config.max_box_um / model_mpp)
+        regions.append(None if box is None else (box[0] * scale_x, box[1] * scale_y, box[2] * scale_x,
+                                                 box[3] * scale_y))
     return regions
 
 

@@ -45,6 +45,7 @@ class LabelledField:
     boxes: np.ndarray  # (K, 4)
     points: np.ndarray  # (K, 2) the weak labels the boxes came from
     sources: tuple = ()  # per box: "segmentation" or "fallback" (make-boxes), "file" (a boxes CSV)
+    prob: np.ndarray | None = None  # phase 1's map, when the caller segmented the image already
 
 
 def train_detector(fields: list[LabelledField], segmentation: SegmentationModel, config: Config, seed: int = 0,
@@ -55,7 +56,8 @@ def train_detector(fields: list[LabelledField], segmentation: SegmentationModel,
     stage("segmenting and proposing")
     proposals, liberal = [], []  # at the detection threshold, and at the training one
     for f in fields:
-        prob = segment_array(segmentation, f.rgb, config.tiling.tile_size, config.tiling.halo, device=device)
+        prob = f.prob if f.prob is not None else segment_array(segmentation, f.rgb, config.tiling.tile_size,
+                                                               config.tiling.halo, device=device)
         proposals.append(propose(f.rgb, prob, config))
         liberal.append(propose(f.rgb, prob, _training_config(config)))
     train = [Sample(fields[i].rgb, fields[i].boxes, liberal[i]) for i in train_idx]
@@ -157,11 +159,13 @@ def _centres(boxes: np.ndarray) -> np.ndarray:
 
 
 def load_fields(images, config: Config, segmentation: SegmentationModel, mpp=None, boxes_path=None,
-                points_path=None, device="cpu", points: dict | None = None) -> list[LabelledField]:
+                points_path=None, device="cpu", points: dict | None = None,
+                box_mode: str = "segmentation") -> list[LabelledField]:
     """Images read whole at the model mpp, with their label boxes (from a CSV, or made from points).
 
     ``mpp``: one value for all images, or ``{image stem: mpp}``, for images that do not record theirs.
     ``points``: ``{image stem: (N, 2) level-0 points}``, instead of a ``points_path`` file.
+    ``box_mode``: how points become boxes (``make_boxes``): the segmented region, or a fixed square.
     """
     labels = read_boxes_csv(boxes_path) if boxes_path else None
     if points is None and points_path:
@@ -175,18 +179,21 @@ def load_fields(images, config: Config, segmentation: SegmentationModel, mpp=Non
             if width * height > _MAX_FIELD_PIXELS:
                 raise WsimitoError(f"{path}: {width}x{height} px at {model_mpp} µm/px is too large to train on whole; "
                                    "cut it into fields")
+            rgb = slide.read_whole(model_mpp)
+            # segmented once: for the boxes here and for the proposals train_detector makes
+            prob = segment_array(segmentation, rgb, config.tiling.tile_size, config.tiling.halo, device=device)
             if labels is not None:
                 level0_points, level0_boxes = labels.get(name, (np.zeros((0, 2)), np.zeros((0, 4))))
                 sources = ("file",) * len(level0_boxes)
             else:
                 found = make_boxes(slide, name, (points or {}).get(name, np.zeros((0, 2))), config.boxes,
-                                   segmentation, device=device)
+                                   segmentation, mode=box_mode, device=device, prob=prob)
                 level0_points = np.array([[b.x, b.y] for b in found]).reshape(-1, 2)
                 level0_boxes = np.array([[b.x0, b.y0, b.x1, b.y1] for b in found]).reshape(-1, 4)
                 sources = tuple(b.source for b in found)
             scale = np.array([slide.resolution.mpp_x, slide.resolution.mpp_y]) / model_mpp
-            fields.append(LabelledField(name, slide.read_whole(model_mpp), level0_boxes * np.tile(scale, 2),
-                                        (level0_points + 0.5) * scale - 0.5, sources))
+            fields.append(LabelledField(name, rgb, level0_boxes * np.tile(scale, 2),
+                                        (level0_points + 0.5) * scale - 0.5, sources, prob))
     return fields
 
 

@@ -1,0 +1,221 @@
+"""The recipe that trains wsimito's shipped default model from the real data in ``shared/data``.
+
+One seeded command::
+
+    python -m wsimito.recipe --data ../shared/data -o wsimito/weights/default --config configs/default-model.yaml --loso
+
+Phase 1 (segmentation) learns from pixel labels: synthetic fields with exact
+masks, and the 3720 real AMi-Br crops with a pseudo-mask of the dark figure at
+their centre. Phase 2 (R-CNN) learns from real point labels turned into boxes
+by phase 1: the AMi-Br crops (a mitosis at the centre, the rest of the crop as
+negatives), the PRLAB patches (65 mitoses, 178 non-mitosis patches), and the
+MITOS 2012 fields (negatives: everything away from their labelled points).
+``--loso`` first evaluates leave-one-slide-out on the MITOS 2012 fields
+(slides A00, A02, A03: phase 2 trained without one slide's fields, then the
+``detect`` pipeline run on them and scored at 8 µm), then trains the final
+model on everything. No MITOS 2012 field is in phase 1's data, so phase 1 is
+shared by the folds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from wsimito.config import Config, load_config
+from wsimito.datasets.crops import amibr_crops, centre_figure_mask, prlab_patches
+from wsimito.datasets.masks import find_labelled_images, read_rgb
+from wsimito.datasets.points import read_centroid_csv
+from wsimito.metrics import Detections, evaluate, threshold_sweep
+from wsimito.model import bundle_sha256
+from wsimito.pipeline import detect_slide
+from wsimito.segmentation import SegmentationModel
+from wsimito.synth import write_fields
+from wsimito.train_det import LabelledField, load_fields, train_detector
+from wsimito.train_seg import resample_to_mpp, train_segmentation
+
+MITOS_MPP = 0.2456
+MITOS_SLIDES = ("A00", "A02", "A03")
+
+
+class Progress:
+    """Stage lines on stderr with the time since the start: the recipe runs for tens of minutes."""
+
+    def __init__(self):
+        self.started = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        print(f"[{self.elapsed / 60:5.1f} min] {message}", file=sys.stderr, flush=True)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def phase1_images(data: Path, scratch: Path, config: Config, seed: int, synthetic_fields: int, exclude=()):
+    """(RGB, mask) pairs at the model mpp: synthetic fields and real crops with centre pseudo-masks."""
+    write_fields(scratch / "synthetic", n=synthetic_fields, size=512, mpp=config.tiling.mpp, seed=seed)
+    images = [item.load() for item in find_labelled_images([scratch / "synthetic"])]
+    for crop in _amibr(data, exclude):
+        rgb = read_rgb(crop.path)
+        mask = centre_figure_mask(rgb, crop.mpp)
+        if mask.any():
+            images.append(resample_to_mpp(rgb, mask, crop.mpp, config.tiling.mpp))
+    return images
+
+
+def _amibr(data: Path, exclude=()):
+    return [c for c in amibr_crops(data / "ami-br-patches") if c.group.split("/")[0] not in exclude]
+
+
+def mitos_fields(data: Path, slides) -> tuple[list[Path], dict]:
+    """The MITOS 2012 field images of ``slides`` and their labelled points."""
+    folder = data / "mitos2012-icpr"
+    paths = sorted(p for p in (folder / "images").glob("*.jpg") if p.stem[:3] in slides)
+    points = {k: v for k, v in read_centroid_csv(folder / "centroids.csv").items() if k[:3] in slides}
+    return paths, points
+
+
+def phase2_fields(data: Path, segmentation: SegmentationModel, config: Config, device, box_mode: str,
+                  exclude=()) -> list[LabelledField]:
+    """Every phase-2 image with its boxes and phase-1 map, loaded and segmented once for all folds: AMi-Br
+    crops, PRLAB patches, all MITOS 2012 fields."""
+    crops = _amibr(data, exclude) + prlab_patches(data / "prlab-mitosis-patches")
+    fields, field_points = mitos_fields(data, MITOS_SLIDES)
+    mpp = {c.path.stem: c.mpp for c in crops} | {p.stem: MITOS_MPP for p in fields}
+    points = {c.path.stem: c.points for c in crops} | field_points
+    return load_fields([c.path for c in crops] + fields, config, segmentation, mpp=mpp, points=points,
+                       device=device, box_mode=box_mode)
+
+
+def is_mitos_field(field: LabelledField, slides=MITOS_SLIDES) -> bool:
+    return field.name[:3] in slides and field.name[3:4] == "_"
+
+
+def score_fields(model_dir: Path, model, config: Config, fields: list[Path], truth: dict, device,
+                 scratch: Path) -> dict:
+    """Run the ``detect`` pipeline on whole fields; precision, recall and F1 at the evaluation radius, at
+    the model's threshold and (as an oracle, for the record) at the best threshold for these fields."""
+    detections = {}
+    for path in fields:
+        result = detect_slide(path, scratch, model, bundle_sha256(model_dir), config, 0.0, device, workers=2,
+                              mpp=MITOS_MPP)
+        detections[path.stem] = Detections(result.table[:, :2], result.table[:, 2])
+    truth = {p.stem: truth.get(p.stem, np.zeros((0, 2))) for p in fields}
+    settings = {"radius_um": config.evaluation.radius_um, "rule": config.evaluation.match}
+    pooled = evaluate(detections, truth, MITOS_MPP, threshold=config.detector.threshold, **settings).pooled
+    return {"pooled": pooled.as_dict(), "detections": detections, "truth": truth}
+
+
+def _counts(result: dict) -> np.ndarray:
+    return np.array([result["tp"], result["fp"], result["fn"]], float)
+
+
+def _prf(tp, fp, fn) -> dict:
+    return {"tp": int(tp), "fp": int(fp), "fn": int(fn), "precision": tp / max(tp + fp, 1),
+            "recall": tp / max(tp + fn, 1), "f1": 2 * tp / max(2 * tp + fp + fn, 1)}
+
+
+def leave_one_slide_out(fields, segmentation, config, seed, device, data: Path, scratch: Path, progress) -> dict:
+    """Per held-out slide and pooled: P/R/F1 of the detect pipeline at the configured threshold, and the
+    pooled threshold sweep's best F1 (an oracle: chosen on the test folds, reported, never shipped)."""
+    report, pooled = {}, np.zeros(3)
+    detections, truth = {}, {}
+    for held_out in MITOS_SLIDES:
+        progress(f"fold {held_out}: training phase 2 without its fields")
+        train = [f for f in fields if not is_mitos_field(f, (held_out,))]
+        model, _ = train_detector(train, segmentation, config, seed=seed, device=device)
+        fold_dir = model.save(scratch / f"fold-{held_out}")
+        paths, points = mitos_fields(data, [held_out])
+        progress(f"fold {held_out}: detecting on {len(paths)} fields")
+        fold = score_fields(fold_dir, model, config, paths, points, device, scratch / f"out-{held_out}")
+        report[held_out] = fold["pooled"]
+        pooled += _counts(fold["pooled"])
+        detections |= fold["detections"]
+        truth |= fold["truth"]
+        progress(f"fold {held_out}: F1 {fold['pooled']['f1']:.3f}")
+    report["pooled"] = _prf(*pooled)
+    sweep = threshold_sweep(detections, truth, MITOS_MPP, radius_um=config.evaluation.radius_um,
+                            rule=config.evaluation.match)
+    if sweep.best is not None:
+        report["oracle"] = {"threshold": float(sweep.best_threshold), "f1": float(sweep.f1[sweep.best])}
+    return report
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="the shared/data folder")
+    parser.add_argument("-o", "--output", type=Path, help="bundle directory to write (omit with --loso only)")
+    parser.add_argument("--config", type=Path, help="YAML config (configs/default-model.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config value (YAML syntax), e.g. detector.proposals=search-fast")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--synthetic-fields", type=int, default=48)
+    parser.add_argument("--seg-model", type=Path, help="reuse this phase-1 model instead of training one")
+    parser.add_argument("--boxes", choices=["segmentation", "fixed"], default="segmentation",
+                        help="label boxes from phase 1, or fixed-size squares (the paper's Table 2 baseline)")
+    parser.add_argument("--exclude", nargs="*", default=[], metavar="DATASET",
+                        help="AMi-Br source datasets to leave out, e.g. MIDOG21 (its images are CC BY-NC-ND)")
+    parser.add_argument("--loso", action="store_true", help="leave-one-slide-out F1 on MITOS 2012 first")
+    parser.add_argument("--report", type=Path, help="also write the JSON report here")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    if not args.output and not args.loso:
+        parser.error("give -o/--output, --loso, or both")
+    config = load_config(args.config, _parse_overrides(args.overrides))
+    progress = Progress()
+    report = {"seed": args.seed, "boxes": args.boxes, "exclude": args.exclude, "config": config.to_dict()}
+    with tempfile.TemporaryDirectory(prefix="wsimito-recipe-") as scratch:
+        scratch = Path(scratch)
+        if args.seg_model:
+            segmentation = SegmentationModel.load(args.seg_model, args.device)
+            config = replace(config, tiling=replace(config.tiling, mpp=segmentation.mpp))
+        else:
+            progress("phase 1: preparing synthetic fields and AMi-Br pseudo-masks")
+            images = phase1_images(args.data, scratch, config, args.seed, args.synthetic_fields, args.exclude)
+            progress(f"phase 1: training on {len(images)} images")
+            segmentation = train_segmentation(images, config, scratch / "segmentation.pt", seed=args.seed,
+                                              device=args.device)
+            report["phase1"] = segmentation.info.get("history", [{}])[-1]
+        report["phase1_s"] = progress.elapsed
+        progress("phase 2: loading crops and fields, making boxes")
+        fields = phase2_fields(args.data, segmentation, config, args.device, args.boxes, args.exclude)
+        if args.loso:
+            report["loso"] = leave_one_slide_out(fields, segmentation, config, args.seed, args.device, args.data,
+                                                 scratch, progress)
+        if args.output:
+            progress("final model: phase 2 on every image")
+            model, phase2 = train_detector(fields, segmentation, config, seed=args.seed, device=args.device)
+            report["phase2"] = phase2
+            report["total_s"] = progress.elapsed
+            model.notes = {**model.notes, "recipe": report}
+            model.save(args.output)
+    report["total_s"] = progress.elapsed
+    text = json.dumps(report, indent=2, default=float)
+    if args.report:
+        args.report.write_text(text)
+    print(text)
+    return report
+
+
+def _parse_overrides(items: list[str]) -> dict:
+    import yaml
+
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise SystemExit(f"--set {item!r}: expected SECTION.KEY=VALUE")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
+if __name__ == "__main__":
+    main()
