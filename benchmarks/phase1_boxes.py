@@ -23,7 +23,7 @@ from wsimito.datasets.points import read_centroid_csv
 from wsimito.labels import make_boxes
 from wsimito.proposals import box_iou
 from wsimito.slide import open_slide
-from wsimito.synth import write_fields
+from wsimito.synth import mitosis_boxes, write_fields
 from wsimito.train_seg import train_segmentation
 
 CONFIG = {
@@ -34,19 +34,6 @@ CONFIG = {
     "train_seg.crops_per_epoch": 640,
     "train_seg.lr_min": 1e-4,
 }
-
-
-def true_boxes(mask: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """One box per mitosis: the union of the mask components nearest to its centroid (anaphase has two)."""
-    count, labels, stats, centres = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    boxes = np.full((len(centroids), 4), np.nan)
-    for index in range(1, count):
-        owner = int(np.argmin(np.hypot(*(centroids - centres[index]).T)))
-        x, y, w, h = stats[index, :4]
-        box = np.array([x, y, x + w, y + h], float)
-        boxes[owner] = box if np.isnan(boxes[owner, 0]) else np.r_[np.minimum(boxes[owner, :2], box[:2]),
-                                                                   np.maximum(boxes[owner, 2:], box[2:])]
-    return boxes
 
 
 def main():
@@ -71,7 +58,7 @@ def main():
     points = read_centroid_csv(args.out / "test" / "centroids.csv")
     for path in test_paths:
         mask = (cv2.imread(str(path.with_name(path.stem + "_mask.png")), cv2.IMREAD_GRAYSCALE) > 0)
-        truth = true_boxes(mask, points.get(path.stem, np.zeros((0, 2))))
+        truth = mitosis_boxes(mask, points.get(path.stem, np.zeros((0, 2))))
         with open_slide(path) as slide:
             found = make_boxes(slide, path.stem, points.get(path.stem, np.zeros((0, 2))), config.boxes, model)
         for box, expected in zip(found, truth):

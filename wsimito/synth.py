@@ -1339,3 +1339,17 @@ def _write_truth(folder: Path, path: Path, scene: _Scene, h, w, seed, flavour, s
     files[2].write_text(json.dumps(meta, indent=2) + "\n")
     return SynthSlideTruth(path, (h, w), float(scene.mpp), int(seed), flavour, [tuple(s) for s in shapes], mitoses,
                            mask, ds, area, *(path.parent / name for name in names))
+
+
+def mitosis_boxes(mask: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """The exact box of each mitosis (NaN where it has no mask pixels): the union of the mask components
+    nearest to its centroid (an anaphase has two)."""
+    count, labels, stats, centres = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    boxes = np.full((len(centroids), 4), np.nan)
+    for index in range(1, count):
+        owner = int(np.argmin(np.hypot(*(centroids - centres[index]).T)))
+        x, y, w, h = stats[index, :4]
+        box = np.array([x, y, x + w, y + h], float)
+        boxes[owner] = box if np.isnan(boxes[owner, 0]) else np.r_[np.minimum(boxes[owner, :2], box[:2]),
+                                                                   np.maximum(boxes[owner, 2:], box[2:])]
+    return boxes
