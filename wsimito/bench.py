@@ -4,7 +4,8 @@ The GPU is rarely the bottleneck in slide pipelines; reading, decoding,
 post-processing and writing are. So the same run measures:
 
 * ``model_tiles_per_s``: segmentation + detection on tiles already in memory,
-  the pipeline's batch size: the most the pipeline could reach;
+  with the pipeline's batch size, precision and layout: the most the pipeline
+  could reach;
 * ``read_mpx_per_s``: reading and decoding tiles alone, the pipeline's threads;
 * ``pipeline_tiles_per_s``: ``detect``'s own code path on the whole slide;
 * ``efficiency`` = pipeline / model, peak memory, and time per stage.
@@ -21,14 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from wsimito import devices
 from wsimito.config import Config, TilingConfig
 from wsimito.model import MitosisModel, detect_tiles
 from wsimito.pipeline import detect_slide
 from wsimito.slide import open_slide
 from wsimito.tiling import tile_grid
 from wsimito.tissue import detect_tissue
-
-BATCH_SIZE = 8
 
 
 def run_bench(model: MitosisModel, model_sha256: str, config: Config, slide_path=None, size: int = 8192,
@@ -46,16 +46,19 @@ def run_bench(model: MitosisModel, model_sha256: str, config: Config, slide_path
         with open_slide(slide_path) as slide:
             tiling = TilingConfig(mpp=model.mpp, tile_size=config.tiling.tile_size, halo=config.tiling.halo)
             tiles = tile_grid(slide, tiling, detect_tissue(slide, config.tissue))
-            sample = tiles[: min(len(tiles), 2 * BATCH_SIZE if quick else 8 * BATCH_SIZE)]
+            batch = devices.tile_batch_size(device, tiling.tile_size, model.segmentation.net.widths)
+            # whole batches: a smaller last one is a new shape, which WSIMITO_COMPILE would compile anew
+            whole_batches = max(1, min(len(tiles), (2 if quick else 8) * batch) // batch)
+            sample = tiles[: whole_batches * batch]
             stage(f"reading {len(sample)} tiles with {workers} threads")
             read_s, pixels = _time_reads(slide, sample, workers)
             stage("model alone on tiles in memory")
-            model_s = _time_model(model, pixels, device)
+            model_s = _time_model(model, pixels, device, batch)
         stage(f"the pipeline on {len(tiles)} tissue tiles")
         _reset_gpu_peak(device)
         started = time.perf_counter()
         detect_slide(slide_path, scratch, model, model_sha256, config, model.config.detector.threshold, device,
-                     workers)
+                     workers, batch)
         pipeline_s = time.perf_counter() - started
     model_rate = len(pixels) / model_s
     pipeline_rate = len(tiles) / pipeline_s
@@ -64,7 +67,9 @@ def run_bench(model: MitosisModel, model_sha256: str, config: Config, slide_path
         "slide": str(slide_path),
         "tiles": len(tiles),
         "tile_size": tiling.tile_size,
-        "batch_size": BATCH_SIZE,
+        "batch_size": batch,
+        "precision": devices.precision(device),
+        "compile": devices.compiled(model.segmentation.net) is not model.segmentation.net,  # False if it failed
         "workers": workers,
         "model_tiles_per_s": model_rate,
         "read_mpx_per_s": len(pixels) * tiling.tile_size**2 / 1e6 / read_s,
@@ -74,7 +79,8 @@ def run_bench(model: MitosisModel, model_sha256: str, config: Config, slide_path
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     if torch.device(device).type == "cuda":
-        result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        result["gpu"] = torch.cuda.get_device_name(device)
+        result["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return result
 
 
@@ -85,21 +91,21 @@ def _time_reads(slide, tiles, workers):
     return time.perf_counter() - started, pixels
 
 
-def _time_model(model, pixels, device) -> float:
-    detect_tiles(model, pixels[:BATCH_SIZE], device)  # warm-up: allocations, kernels
+def _time_model(model, pixels, device, batch) -> float:
+    detect_tiles(model, pixels[:batch], device)  # warm-up: allocations, kernels (and compiling, if asked)
     _synchronize(device)
     started = time.perf_counter()
-    for start in range(0, len(pixels), BATCH_SIZE):
-        detect_tiles(model, pixels[start : start + BATCH_SIZE], device)
+    for start in range(0, len(pixels), batch):
+        detect_tiles(model, pixels[start : start + batch], device)
     _synchronize(device)
     return time.perf_counter() - started
 
 
 def _synchronize(device) -> None:
     if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
 def _reset_gpu_peak(device) -> None:
     if torch.device(device).type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.reset_peak_memory_stats(device)

@@ -124,13 +124,9 @@ def _print_info(report: dict) -> None:
 
 
 def _device(choice: str) -> str:
-    import torch
+    from wsimito.devices import resolve_device
 
-    if choice == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise click.UsageError("--device cuda asked for, but torch sees no CUDA GPU")
-    return choice
+    return str(resolve_device(choice))
 
 
 device_option = click.option(

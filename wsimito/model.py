@@ -92,13 +92,14 @@ def propose(rgb: np.ndarray, prob: np.ndarray, config: Config) -> np.ndarray:
 
 
 def detect_tiles(model: MitosisModel, tiles: np.ndarray, device="cpu"):
-    """Per tile (N x H x W x 3 at the model mpp): (probability map, boxes, scores)."""
+    """Per tile (N x H x W x 3 at the model mpp): (probability map, boxes, scores).
+
+    Each net sees the whole batch at once, so the device is synchronised twice per batch, never per tile.
+    """
     probs = predict_proba(model.segmentation, tiles, device)
-    results = []
-    for rgb, prob in zip(tiles, probs):
-        boxes, scores = model.rcnn.predict(rgb, propose(rgb, prob, model.config))
-        results.append((prob, boxes, scores))
-    return results
+    proposals = [propose(rgb, prob, model.config) for rgb, prob in zip(tiles, probs)]
+    found = model.rcnn.predict_many(tiles, proposals)
+    return [(prob, boxes, scores) for prob, (boxes, scores) in zip(probs, found)]
 
 
 def _flatten(sections: dict) -> dict:

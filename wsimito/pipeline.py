@@ -35,6 +35,7 @@ import zarr
 from wsimito import __version__
 from wsimito.clinical import slide_summary
 from wsimito.config import Config, TilingConfig
+from wsimito.devices import tile_batch_size
 from wsimito.errors import WsimitoError
 from wsimito.locks import SlideLock
 from wsimito.model import MitosisModel, detect_tiles
@@ -79,7 +80,7 @@ def in_shard(identifier: str, shard: tuple[int, int] | None) -> bool:
 
 
 def detect_slide(path, out: Path, model: MitosisModel, model_sha256: str, config: Config, threshold: float,
-                 device="cpu", workers: int = 4, batch_size: int = 8, mpp=None, on_tiles=None,
+                 device="cpu", workers: int = 4, batch_size: int | None = None, mpp=None, on_tiles=None,
                  recorded_path=None) -> SlideResult:
     """Detect mitoses in one slide and write its Zarr, GeoJSON and overlay into ``out``.
 
@@ -96,6 +97,7 @@ def detect_slide(path, out: Path, model: MitosisModel, model_sha256: str, config
         tissue = detect_tissue(slide, config.tissue)
         tiling = TilingConfig(mpp=model.mpp, tile_size=config.tiling.tile_size, halo=config.tiling.halo)
         tiles = tile_grid(slide, tiling, tissue)
+        batch_size = batch_size or tile_batch_size(device, tiling.tile_size, model.segmentation.net.widths)
         timings["tissue_s"] = time.perf_counter() - tick
         stride = tiling.tile_size - 2 * tiling.halo
         everything = tile_grid(slide, tiling)

@@ -34,11 +34,12 @@ import torch
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.svm import LinearSVC
 
+from wsimito import devices
 from wsimito.augment import dihedral, stain_jitter
 from wsimito.config import DetectorConfig, plain
 from wsimito.nets.cnn import RegionCNN
 from wsimito.proposals import box_iou, nms
-from wsimito.segmentation import to_tensor
+from wsimito.segmentation import normalize, to_tensor
 
 # NMS also drops a box more than this share of which lies inside a better one (or that lies around a
 # better one): with grouped proposals, the pieces of a figure and the whole figure are all proposed.
@@ -282,15 +283,25 @@ class RCNN:
     # --- inference --------------------------------------------------------------------
     def predict(self, rgb: np.ndarray, proposals: np.ndarray, batch_size: int = 256):
         """(boxes (N, 4), scores (N,)) after box regression and NMS, best first; scores in [0, 1]."""
-        proposals = np.asarray(proposals, np.float64).reshape(-1, 4)
-        if not len(proposals):
-            return np.zeros((0, 4)), np.zeros(0)
+        return self.predict_many([rgb], [proposals], batch_size)[0]
+
+    def predict_many(self, rgbs, proposals, batch_size: int = 256) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``predict`` for each image and its proposals, with the regions of all images through the CNN together:
+        one copy to the device and one back for a whole batch of tiles."""
         c = self.config
-        scaled = self._scaled(warp_regions(rgb, proposals, c.warp, c.context), batch_size)
-        scores = self.calibrated(self._margin(scaled))
-        boxes = decode_boxes(proposals, scaled @ self.ridge_coef.T + self.ridge_intercept)
-        keep = nms(boxes, scores, c.nms_iou, PIECE_OVERLAP)
-        return boxes[keep], scores[keep]
+        proposals = [np.asarray(p, np.float64).reshape(-1, 4) for p in proposals]
+        regions = [warp_regions(rgb, p, c.warp, c.context) for rgb, p in zip(rgbs, proposals)]
+        scaled = self._scaled(np.concatenate(regions), batch_size)
+        results = []
+        for boxes, features in zip(proposals, np.split(scaled, np.cumsum([len(p) for p in proposals])[:-1])):
+            if not len(boxes):
+                results.append((np.zeros((0, 4)), np.zeros(0)))
+                continue
+            scores = self.calibrated(self._margin(features))
+            boxes = decode_boxes(boxes, features @ self.ridge_coef.T + self.ridge_intercept)  # refined
+            keep = nms(boxes, scores, c.nms_iou, PIECE_OVERLAP)
+            results.append((boxes[keep], scores[keep]))
+        return results
 
     def calibrated(self, margins: np.ndarray) -> np.ndarray:
         a, b = self.platt
@@ -305,10 +316,17 @@ class RCNN:
 
     @torch.no_grad()
     def _features(self, regions: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        self.cnn.to(self.device).eval()
-        chunks = [self.cnn.features(to_tensor(regions[i : i + batch_size], self.device)).float().cpu().numpy()
-                  for i in range(0, len(regions), batch_size)]
-        return np.concatenate(chunks).astype(np.float64) if chunks else np.zeros((0, self.cnn.feature_dim))
+        """CNN features (float64) of uint8 regions: one copy of all of them to the device, one copy back.
+
+        In fp32 on every device, unlike the segmentation net: the SVM, its calibration and the box regression
+        were fitted on fp32 features, and this CNN's share of the work is small.
+        """
+        if not len(regions):
+            return np.zeros((0, self.cnn.feature_dim))
+        cnn = devices.place(self.cnn, self.device)
+        pixels = devices.to_device(regions, self.device)
+        chunks = [cnn.features(normalize(pixels[i : i + batch_size])) for i in range(0, len(pixels), batch_size)]
+        return torch.cat(chunks).float().cpu().numpy().astype(np.float64)
 
     # --- persistence ------------------------------------------------------------------
     def state(self) -> dict:

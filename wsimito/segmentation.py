@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wsimito import __version__
+from wsimito import __version__, devices
 from wsimito.config import plain
 from wsimito.errors import WsimitoError
 from wsimito.nets import build_segmentation_net
@@ -80,16 +80,25 @@ def _build(spec: dict) -> torch.nn.Module:
 
 
 def to_tensor(batch: np.ndarray, device) -> torch.Tensor:
-    """uint8 N x H x W x 3 RGB -> float N x 3 x H x W in [-1, 1], channels-last."""
-    tensor = torch.from_numpy(np.ascontiguousarray(batch)).to(device).permute(0, 3, 1, 2).float()
+    """uint8 N x H x W x 3 RGB -> float N x 3 x H x W in [-1, 1], channels-last; the uint8 pixels are copied."""
+    return normalize(devices.to_device(batch, device))
+
+
+def normalize(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 N x H x W x 3 RGB on any device -> float N x 3 x H x W in [-1, 1], channels-last."""
+    tensor = pixels.permute(0, 3, 1, 2).float()
     return (tensor / 127.5 - 1.0).contiguous(memory_format=torch.channels_last)
 
 
 @torch.no_grad()
 def predict_proba(model: SegmentationModel, batch: np.ndarray, device="cpu") -> np.ndarray:
-    """Mitosis probability (N x H x W float32) for a batch of RGB tiles at the model's mpp."""
-    model.net.eval()
-    logits = model.net(to_tensor(batch, device))
+    """Mitosis probability (N x H x W float32) for a batch of RGB tiles at the model's mpp.
+
+    One copy to the device and one back per batch; the device's precision and layout (wsimito.devices).
+    """
+    net = devices.compiled(devices.place(model.net, device))
+    with devices.autocast(device):
+        logits = net(to_tensor(batch, device))
     return torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy()
 
 
