@@ -181,8 +181,10 @@ def main(argv=None) -> dict:
             progress("phase 1: preparing synthetic fields and AMi-Br pseudo-masks")
             images = phase1_images(args.data, scratch, config, args.seed, args.synthetic_fields, args.exclude)
             progress(f"phase 1: training on {len(images)} images")
-            segmentation = train_segmentation(images, config, scratch / "segmentation.pt", seed=args.seed,
-                                              device=args.device)
+            segmentation = train_segmentation(
+                images, config, scratch / "segmentation.pt", seed=args.seed, device=args.device,
+                on_epoch=lambda e: progress(f"phase 1: epoch {e.epoch}/{e.epochs}, loss {e.loss:.3f}, "
+                                            f"validation Dice {e.val_dice:.3f}"))
             report["phase1"] = segmentation.info.get("history", [{}])[-1]
         report["phase1_s"] = progress.elapsed
         progress("phase 2: loading crops and fields, making boxes")

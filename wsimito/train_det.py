@@ -59,7 +59,9 @@ def train_detector(fields: list[LabelledField], segmentation: SegmentationModel,
         prob = f.prob if f.prob is not None else segment_array(segmentation, f.rgb, config.tiling.tile_size,
                                                                config.tiling.halo, device=device)
         proposals.append(propose(f.rgb, prob, config))
-        liberal.append(propose(f.rgb, prob, _training_config(config)))
+        # selective search has no threshold: its proposals are the same at both
+        searching = config.detector.proposals.startswith("search-")
+        liberal.append(proposals[-1] if searching else propose(f.rgb, prob, _training_config(config)))
     train = [Sample(fields[i].rgb, fields[i].boxes, liberal[i]) for i in train_idx]
     val = [(fields[i], proposals[i]) for i in val_idx]
     history = []
