@@ -20,7 +20,7 @@ from wsimito.datasets import find_labelled_images
 from wsimito.metrics import Detections, evaluate, match_points, threshold_sweep
 from wsimito.model import detect_tiles, propose
 from wsimito.proposals import box_iou, proposal_recall
-from wsimito.synth import make_field
+from wsimito.synth import make_field, mitosis_boxes
 from wsimito.train_det import load_fields, train_detector
 from wsimito.train_seg import train_segmentation
 
@@ -48,17 +48,6 @@ def write_dense_fields(folder: Path, count: int, seed: int) -> list[Path]:
         csv.writer(fh).writerows([("image", "x", "y"), *rows])
     (folder / "fields.json").write_text(json.dumps({"mpp": MPP}))
     return paths
-
-
-def mask_boxes(mask: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """The exact box of each mitosis: around the mask components nearest its centroid (an anaphase has two)."""
-    count, _, stats, centres = cv2.connectedComponentsWithStats((mask > 0).astype(np.uint8), connectivity=8)
-    boxes = np.tile([np.inf, np.inf, -np.inf, -np.inf], (len(points), 1))
-    for index in range(1, count):
-        owner = int(np.argmin(np.hypot(*(points - centres[index]).T)))
-        x, y, w, h = stats[index, :4]
-        boxes[owner] = np.r_[np.minimum(boxes[owner, :2], (x, y)), np.maximum(boxes[owner, 2:], (x + w, y + h))]
-    return boxes
 
 
 def read_field(path: Path):
@@ -94,7 +83,7 @@ def two_phase(tmp_path_factory):
 
     tick = time.perf_counter()
     fields = load_fields(train_paths, config, segmentation, mpp=MPP, points_path=root / "train/centroids.csv")
-    ious = np.concatenate([np.diag(box_iou(f.boxes, mask_boxes(read_field(p)[1], f.points)))
+    ious = np.concatenate([np.diag(box_iou(f.boxes, mitosis_boxes(read_field(p)[1], f.points)))
                            for f, p in zip(fields, train_paths)])
     sources = [s for f in fields for s in f.sources]
     stages["boxes_fallback_share"] = sources.count("fallback") / len(sources)
@@ -114,7 +103,7 @@ def two_phase(tmp_path_factory):
         (prob, boxes, scores), = detect_tiles(model, rgb[None])
         found = propose(rgb, prob, model.config)
         proposals.append(len(found))
-        recalled.append(proposal_recall(found, mask_boxes(mask, truth[path.stem])))
+        recalled.append(proposal_recall(found, mitosis_boxes(mask, truth[path.stem])))
         centres = np.column_stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2])
         detections[path.stem] = Detections(centres, scores)
     seconds["detect"] = time.perf_counter() - tick

@@ -100,13 +100,16 @@ class RCNN:
 
     # --- training ---------------------------------------------------------------------
     def fit(self, samples: list[Sample], seed: int = 0, on_epoch=None,
-            calibration: list[Sample] | None = None) -> "RCNN":
+            calibration: list[Sample] | None = None, calibration_sources: list | None = None) -> "RCNN":
         """Train the CNN, SVM, calibration and box regression on ``samples``.
 
-        ``calibration``: images held out from all training (phase 1's too, ideally) to fit the Platt
-        scaling on. Without them, or when they hold no mitosis, it is fitted on k-fold held-out SVM margins
-        of the training images, which are optimistic: the CNN has seen those images, and so has the
-        segmentation whose proposals there are fewer and easier than on new images.
+        ``calibration``: images like those detection will see, with the proposals detection would make,
+        to fit the Platt scaling on. ``calibration_sources`` says, per calibration image, which of
+        ``samples`` it is (None: held out from training). A training image's margins come from an SVM
+        trained without it (k-fold over those images), so its own labels do not flatter it. Without
+        calibration images, or when they hold no mitosis, the k-fold margins of all training images are
+        used, which are optimistic: the CNN has seen those images, and so has the segmentation whose
+        proposals there are fewer and easier than on new images.
         """
         rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
@@ -118,8 +121,15 @@ class RCNN:
         scaled = (features - self.feature_mean) / self.feature_scale
         self.svm_coef, self.svm_intercept = self._fit_svm(scaled, regions.best_iou, rng)
         held_out = self._proposal_regions(calibration or [])
-        margins, labels, weights = self._detections(self._margin(self._scaled(held_out.pixels)), held_out)
-        self.calibrated_on = "held-out images"
+        held_out_scaled = self._scaled(held_out.pixels)
+        margins = self._margin(held_out_scaled)
+        sources = np.array([-1 if s is None else s for s in (calibration_sources or [None] * len(calibration or []))])
+        if (sources >= 0).any():
+            margins = self._cross_fitted_margins(margins, held_out_scaled, sources[held_out.image], scaled, regions,
+                                                 rng)
+        margins, labels, weights = self._detections(margins, held_out)
+        self.calibrated_on = (f"{len(calibration or [])} images ({int((sources >= 0).sum())} of them training "
+                              "images, k-fold margins)")
         if labels.sum() == 0 or labels.sum() == len(labels):
             margins, labels, weights = self._detections(self._held_out_margins(scaled, regions, rng), regions)
             self.calibrated_on = "k-fold margins of the training images"
@@ -216,6 +226,25 @@ class RCNN:
                     regions.best_iou[training] < self.config.svm_negative_iou).any():
                 continue  # the other folds lack a class: keep the final SVM's margins for this fold
             coef, intercept = self._fit_svm(features[training], regions.best_iou[training], rng)
+            margins[inside] = features[inside] @ coef + intercept
+        return margins
+
+    def _cross_fitted_margins(self, margins, features, owners, train_features, regions: "_Regions", rng,
+                              folds: int = 3) -> np.ndarray:
+        """``margins`` with those of regions from training image ``owners`` (-1: not one) replaced by the
+        margins of an SVM trained without that image's fold."""
+        margins = margins.copy()
+        images = np.unique(owners[owners >= 0])
+        fold_of = np.arange(len(images)) % folds
+        images = rng.permutation(images)
+        for k in range(min(folds, len(images))):
+            left_out = images[fold_of == k]
+            training = ~np.isin(regions.image, left_out)
+            if not (regions.best_iou[training] >= 0.999).any() or not (
+                    regions.best_iou[training] < self.config.svm_negative_iou).any():
+                continue  # the other folds lack a class: keep the final SVM's margins for this fold
+            coef, intercept = self._fit_svm(train_features[training], regions.best_iou[training], rng)
+            inside = np.isin(owners, left_out)
             margins[inside] = features[inside] @ coef + intercept
         return margins
 

@@ -74,10 +74,8 @@ def train_detector(fields: list[LabelledField], segmentation: SegmentationModel,
             on_epoch(epoch, epochs, loss, f1)
 
     stage("training the R-CNN")
-    # The validation images, held out from phase 2 (and from phase 1 when train-seg split with the same
-    # seed and fraction), calibrate the scores: the training images' are too easy (see RCNN.fit).
-    rcnn.fit(train, seed=seed, on_epoch=after_epoch,
-             calibration=[Sample(f.rgb, f.boxes, boxes) for f, boxes in val])
+    calibration, sources = _calibration_images(fields, proposals, train_idx, val_idx, config)
+    rcnn.fit(train, seed=seed, on_epoch=after_epoch, calibration=calibration, calibration_sources=sources)
     model = MitosisModel(segmentation, rcnn, config)
     report = {"train_images": len(train_idx), "val_images": len(val_idx), "history": history,
               "label_boxes": _label_sources(fields), "proposals_per_image": _mean_count(proposals),
@@ -87,6 +85,25 @@ def train_detector(fields: list[LabelledField], segmentation: SegmentationModel,
         report.update(_final_scores(model, val, config))
     model.notes = {"seed": seed, "phase2": report}
     return model, report
+
+
+def _calibration_images(fields, proposals, train_idx, val_idx, config: Config):
+    """The images the scores are calibrated on, and which training sample each is (None: validation).
+
+    Scores must mean the same on a slide as in training: the share of proposals that are mitoses is far
+    higher in a crop centred on a mitosis than in a whole field, and Platt scaling learns that share. So
+    when whole fields (at least a tile wide and high) are among the images, they alone calibrate: the
+    validation ones, and the training ones through SVMs trained without them (see RCNN.fit). Otherwise
+    the validation images do: held out from phase 2 (and from phase 1 when train-seg split with the same
+    seed and fraction), their scores are not too easy as the training images' are.
+    """
+    side = config.tiling.tile_size
+    position = {index: at for at, index in enumerate(train_idx)}
+    chosen = [i for i in [*val_idx, *train_idx] if min(fields[i].rgb.shape[:2]) >= side]
+    if not any(len(fields[i].boxes) for i in chosen):
+        chosen = list(val_idx)
+    return ([Sample(fields[i].rgb, fields[i].boxes, proposals[i]) for i in chosen],
+            [position.get(i) for i in chosen])
 
 
 def _training_config(config: Config) -> Config:
