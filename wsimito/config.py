@@ -114,6 +114,7 @@ class DetectorConfig:
     ridge_lambda: float = 100.0
     nms_iou: float = 0.3
     threshold: float = 0.5  # calibrated score at which a detection counts as a mitosis
+    choose_threshold: bool = True  # train-det replaces threshold by the F1-best one on its calibration fields
     val_fraction: float = 0.2  # share of images held out to report F1 while training
     duplicate_radius_um: float = 5.0  # detections closer than this (across tile borders) are one mitosis
 

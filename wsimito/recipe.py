@@ -102,7 +102,7 @@ def is_mitos_field(field: LabelledField, slides=MITOS_SLIDES) -> bool:
 def score_fields(model_dir: Path, model, config: Config, fields: list[Path], truth: dict, device,
                  scratch: Path) -> dict:
     """Run the ``detect`` pipeline on whole fields; precision, recall and F1 at the evaluation radius, at
-    the model's threshold and (as an oracle, for the record) at the best threshold for these fields."""
+    the model's own threshold (chosen in training, see detector.choose_threshold)."""
     detections = {}
     for path in fields:
         result = detect_slide(path, scratch, model, bundle_sha256(model_dir), config, 0.0, device, workers=2,
@@ -110,7 +110,7 @@ def score_fields(model_dir: Path, model, config: Config, fields: list[Path], tru
         detections[path.stem] = Detections(result.table[:, :2], result.table[:, 2])
     truth = {p.stem: truth.get(p.stem, np.zeros((0, 2))) for p in fields}
     settings = {"radius_um": config.evaluation.radius_um, "rule": config.evaluation.match}
-    pooled = evaluate(detections, truth, MITOS_MPP, threshold=config.detector.threshold, **settings).pooled
+    pooled = evaluate(detections, truth, MITOS_MPP, threshold=model.config.detector.threshold, **settings).pooled
     return {"pooled": pooled.as_dict(), "detections": detections, "truth": truth}
 
 
@@ -136,7 +136,7 @@ def leave_one_slide_out(fields, segmentation, config, seed, device, data: Path, 
         paths, points = mitos_fields(data, [held_out])
         progress(f"fold {held_out}: detecting on {len(paths)} fields")
         fold = score_fields(fold_dir, model, config, paths, points, device, scratch / f"out-{held_out}")
-        report[held_out] = fold["pooled"]
+        report[held_out] = {**fold["pooled"], "threshold": model.config.detector.threshold}
         pooled += _counts(fold["pooled"])
         detections |= fold["detections"]
         truth |= fold["truth"]

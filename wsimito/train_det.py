@@ -76,10 +76,12 @@ def train_detector(fields: list[LabelledField], segmentation: SegmentationModel,
     stage("training the R-CNN")
     calibration, sources = _calibration_images(fields, proposals, train_idx, val_idx, config)
     rcnn.fit(train, seed=seed, on_epoch=after_epoch, calibration=calibration, calibration_sources=sources)
+    if config.detector.choose_threshold and rcnn.f1_threshold is not None:
+        config = replace(config, detector=replace(config.detector, threshold=rcnn.f1_threshold))
     model = MitosisModel(segmentation, rcnn, config)
     report = {"train_images": len(train_idx), "val_images": len(val_idx), "history": history,
               "label_boxes": _label_sources(fields), "proposals_per_image": _mean_count(proposals),
-              "calibrated_on": rcnn.calibrated_on}
+              "calibrated_on": rcnn.calibrated_on, "threshold": config.detector.threshold}
     if val:
         report["val_proposal_recall"] = _proposal_recall(val)
         report.update(_final_scores(model, val, config))
