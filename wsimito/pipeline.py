@@ -1,11 +1,13 @@
 """``wsimito detect``: one slide as a Dask graph of tile batches, and the batch driver around it.
 
 Per slide: tissue mask -> tissue tiles at the model mpp -> batches read in
-parallel threads (Dask's threaded scheduler, a bounded wave of batches at a
-time so memory does not grow with slide size) -> one model worker per device
-(a lock: tiles are read while the model runs) -> detections kept in each
-tile's core, mapped to level-0 coordinates, merged across borders by a radius
-in µm -> Zarr, GeoJSON, overlay PNG, and rows for the batch CSVs.
+parallel threads (one Dask graph; its threaded scheduler runs at most
+``workers`` batches at once and freed memory goes back to the OS after each
+batch, so the tiles in flight bound memory, not the slide's size) -> one
+model worker per device (a lock: tiles are read while the model runs) ->
+detections kept in each tile's core, mapped to level-0 coordinates, merged
+across borders by a radius in µm -> Zarr, GeoJSON, overlay PNG, and rows for
+the batch CSVs.
 
 A slide is done when its Zarr store is complete and its GeoJSON and overlay
 exist; every file is written under a temporary name and renamed, so a run
@@ -37,6 +39,7 @@ from wsimito.clinical import slide_summary
 from wsimito.config import Config, TilingConfig
 from wsimito.devices import tile_batch_size
 from wsimito.errors import WsimitoError
+from wsimito.heap import release_free_memory
 from wsimito.locks import SlideLock
 from wsimito.model import MitosisModel, detect_tiles
 from wsimito.outputs.geojson import detection_features, hotspot_feature, write_geojson
@@ -143,11 +146,14 @@ def _device_lock(device) -> threading.Lock:
 
 
 def _run_tiles(slide, tiles, model, store, device, workers, batch_size, on_tiles) -> np.ndarray:
-    """Detections of all tiles, a Dask graph per wave of batches; the model behind one lock per device."""
+    """Detections of all tiles, one Dask graph of batches; the model behind one lock per device.
+
+    One graph rather than waves: a wave's last batch left the model idle while the next wave's first was read.
+    """
     model_lock = _device_lock(device)
     done, done_lock = [0], threading.Lock()
 
-    def process(batch):
+    def detect(batch) -> np.ndarray:
         pixels = np.stack([tile.read(slide) for tile in batch])
         with model_lock:
             results = detect_tiles(model, pixels, device)
@@ -155,19 +161,20 @@ def _run_tiles(slide, tiles, model, store, device, workers, batch_size, on_tiles
         for tile, (prob, boxes, scores) in zip(batch, results):
             store.write_core(tile.row, tile.col, prob[tile.halo : tile.size - tile.halo, tile.halo : tile.size - tile.halo])
             tables.append(tile_to_slide(tile, boxes, scores))
+        return np.concatenate(tables) if tables else np.zeros((0, len(COLUMNS)))
+
+    def process(batch):
+        table = detect(batch)
+        release_free_memory()  # the batch's pixels, maps and activations are all freed by now
         with done_lock:
             done[0] += len(batch)
             if on_tiles:
                 on_tiles(done[0], len(tiles))
-        return np.concatenate(tables) if tables else np.zeros((0, len(COLUMNS)))
+        return table
 
-    batches = [tiles[i : i + batch_size] for i in range(0, len(tiles), batch_size)]
-    wave = max(1, 2 * workers)
-    found = [np.zeros((0, len(COLUMNS)))]
-    for start in range(0, len(batches), wave):
-        graph = [dask.delayed(process)(batch) for batch in batches[start : start + wave]]
-        found.extend(dask.compute(*graph, scheduler="threads", num_workers=workers))
-    return np.concatenate(found)
+    graph = [dask.delayed(process)(tiles[i : i + batch_size]) for i in range(0, len(tiles), batch_size)]
+    found = dask.compute(*graph, scheduler="threads", num_workers=workers)
+    return np.concatenate([np.zeros((0, len(COLUMNS))), *found])
 
 
 def completed_result(path, out: Path, since: float | None = None) -> SlideResult | None:
