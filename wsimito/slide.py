@@ -391,7 +391,8 @@ def resample_axis(pixels: np.ndarray, start: float, step: float, count: int, axi
     out = np.zeros((count,) + moved.shape[1:], np.float32)
     shape = (count,) + (1,) * (moved.ndim - 1)
     for j in range(taps.shape[1]):
-        out += weights[:, j].reshape(shape) * moved[taps[:, j]]
+        if weights[:, j].any():  # an aligned step (a level at the target mpp) leaves a tap no pixel uses
+            out += weights[:, j].reshape(shape) * moved[taps[:, j]]
     return np.moveaxis(out, 0, axis)
 
 

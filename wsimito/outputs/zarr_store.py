@@ -60,7 +60,11 @@ class SlideStore:
         return self.path
 
     def _build_pyramid(self) -> None:
-        """Each level the 2x2 mean of the one above, block by block (memory independent of slide size)."""
+        """Each level the 2x2 mean of the one above, block by block (memory independent of slide size).
+
+        A block with no probability at all (glass) is skipped: its mean is the fill value, and zarr stores no
+        chunk of fill values anyway.
+        """
         above, level = self.level0, 0
         while max(above.shape) > _MIN_LEVEL_SIDE:
             level += 1
@@ -71,12 +75,22 @@ class SlideStore:
             block = 2 * self.chunk
             for y in range(0, above.shape[0], block):
                 for x in range(0, above.shape[1], block):
-                    part = above[y : y + block, x : x + block].astype(np.float32)
-                    part = np.pad(part, ((0, part.shape[0] % 2), (0, part.shape[1] % 2)), mode="edge")
-                    mean = part.reshape(part.shape[0] // 2, 2, part.shape[1] // 2, 2).mean(axis=(1, 3))
-                    below[y // 2 : y // 2 + mean.shape[0], x // 2 : x // 2 + mean.shape[1]] = np.rint(mean).astype(np.uint8)
+                    part = above[y : y + block, x : x + block]
+                    if part.any():
+                        mean = mean_2x2(part)
+                        below[y // 2 : y // 2 + mean.shape[0], x // 2 : x // 2 + mean.shape[1]] = mean
             above = below
         self.root.attrs["pyramid_levels"] = level + 1
+
+
+def mean_2x2(part: np.ndarray) -> np.ndarray:
+    """uint8 2x2 means of uint8 ``part`` (an odd last row or column repeated), rounded half to even as ``np.rint``.
+
+    In integers on strided views: a float ``reshape(...).mean(axis=(1, 3))`` took half of a slide's pyramid time.
+    """
+    part = np.pad(part, ((0, part.shape[0] % 2), (0, part.shape[1] % 2)), mode="edge").astype(np.uint16)
+    total = part[0::2, 0::2] + part[1::2, 0::2] + part[0::2, 1::2] + part[1::2, 1::2]
+    return ((total + 1 + ((total >> 2) & 1)) >> 2).astype(np.uint8)  # total / 4, a .5 to the even neighbour
 
 
 def is_complete(path) -> bool:
