@@ -16,8 +16,6 @@ run.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -28,60 +26,21 @@ import yaml
 
 from wsimito.config import load_config
 from wsimito.datasets import find_labelled_images
+from wsimito.datasets.points import read_centroid_csv
 from wsimito.metrics import Detections, evaluate, match_points, threshold_sweep
 from wsimito.model import detect_tiles, propose
 from wsimito.proposals import box_iou, proposal_recall
-from wsimito.synth import make_field
+from wsimito.synth import mitosis_boxes, write_fields
 from wsimito.train_det import load_fields, train_detector
 from wsimito.train_seg import train_segmentation
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def write_dense_fields(folder: Path, count: int, seed: int, size: int, mpp: float, mitoses: int) -> list[Path]:
-    """Fields in `wsimito synth`'s layout (NAME.png, NAME_mask.png, centroids.csv, fields.json) with a
-    chosen number of mitoses each: write_fields draws a realistic handful, too few to learn from quickly."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rows, paths = [], []
-    for index, field_seed in enumerate(np.random.SeedSequence(seed).generate_state(count)):
-        field = make_field((size, size), mpp=mpp, seed=int(field_seed), n_mitoses=mitoses)
-        path = folder / f"field_{index:03d}.png"
-        cv2.imwrite(str(path), cv2.cvtColor(field.image, cv2.COLOR_RGB2BGR))
-        cv2.imwrite(str(folder / f"{path.stem}_mask.png"), field.mask * np.uint8(255))
-        rows += [(path.stem, f"{x:.2f}", f"{y:.2f}") for x, y in field.centroids]
-        paths.append(path)
-    with open(folder / "centroids.csv", "w", newline="") as fh:
-        csv.writer(fh).writerows([("image", "x", "y"), *rows])
-    (folder / "fields.json").write_text(json.dumps({"mpp": mpp}))
-    return paths
-
-
-def mask_boxes(mask: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """The exact box of each mitosis: around the mask components nearest its centroid (an anaphase has two)."""
-    points = np.asarray(points, np.float64).reshape(-1, 2)
-    count, _, stats, centres = cv2.connectedComponentsWithStats((mask > 0).astype(np.uint8), connectivity=8)
-    boxes = np.tile([np.inf, np.inf, -np.inf, -np.inf], (len(points), 1))
-    for index in range(1, count):
-        if not len(points):
-            break
-        owner = int(np.argmin(np.hypot(*(points - centres[index]).T)))
-        x, y, w, h = stats[index, :4]
-        boxes[owner] = np.r_[np.minimum(boxes[owner, :2], (x, y)), np.maximum(boxes[owner, 2:], (x + w, y + h))]
-    return boxes
-
-
 def read_field(path: Path):
-    """(RGB, mask) of a field written by write_dense_fields or `wsimito synth`."""
+    """(RGB, mask) of a field written by `wsimito synth`."""
     rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
     return rgb, cv2.imread(str(path.with_name(path.stem + "_mask.png")), cv2.IMREAD_GRAYSCALE)
-
-
-def read_points(folder: Path) -> dict:
-    points = {}
-    with open(folder / "centroids.csv", newline="") as fh:
-        for row in csv.DictReader(fh):
-            points.setdefault(row["image"], []).append((float(row["x"]), float(row["y"])))
-    return {name: np.array(p) for name, p in points.items()}
 
 
 def false_positives(detections, truth, radius_px: float, threshold: float) -> tuple[int, int]:
@@ -105,8 +64,8 @@ def run(root: Path, config, seed: int, train_fields: int, test_fields: int, size
     mpp = config.tiling.mpp
     row, seconds = {"seed": seed}, {}
     tick = time.perf_counter()
-    train_paths = write_dense_fields(root / "train", train_fields, 1000 + seed, size, mpp, mitoses)
-    test_paths = write_dense_fields(root / "test", test_fields, 2000 + seed, size, mpp, mitoses)
+    train_paths = write_fields(root / "train", train_fields, size, mpp, 1000 + seed, mitoses)
+    test_paths = write_fields(root / "test", test_fields, size, mpp, 2000 + seed, mitoses)
     seconds["fields"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
@@ -117,7 +76,7 @@ def run(root: Path, config, seed: int, train_fields: int, test_fields: int, size
 
     tick = time.perf_counter()
     fields = load_fields(train_paths, config, segmentation, mpp=mpp, points_path=root / "train/centroids.csv")
-    ious = np.concatenate([np.diag(box_iou(f.boxes, mask_boxes(read_field(p)[1], f.points)))
+    ious = np.concatenate([np.diag(box_iou(f.boxes, mitosis_boxes(read_field(p)[1], f.points)))
                            for f, p in zip(fields, train_paths)])
     sources = [s for f in fields for s in f.sources]
     row["boxes fallback"] = sources.count("fallback") / max(1, len(sources))
@@ -130,13 +89,13 @@ def run(root: Path, config, seed: int, train_fields: int, test_fields: int, size
     seconds["train-det"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    truth, detections, recalled, counts = read_points(root / "test"), {}, [], []
+    truth, detections, recalled, counts = read_centroid_csv(root / "test" / "centroids.csv"), {}, [], []
     for path in test_paths:
         rgb, mask = read_field(path)
         (prob, boxes, scores), = detect_tiles(model, rgb[None])
         found = propose(rgb, prob, model.config)
         counts.append(len(found))
-        recalled.append(proposal_recall(found, mask_boxes(mask, truth.get(path.stem, ()))))
+        recalled.append(proposal_recall(found, mitosis_boxes(mask, truth.get(path.stem, np.zeros((0, 2))))))
         centres = np.column_stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2])
         detections[path.stem] = Detections(centres, scores)
     seconds["detect"] = time.perf_counter() - tick

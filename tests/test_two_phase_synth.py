@@ -6,8 +6,6 @@ on held-out fields drawn with other seeds, scored by F1 at 8 µm. Tiny networks 
 numbers, so it says where the loss is: segmentation, label boxes, proposals, scoring or duplicates.
 """
 
-import csv
-import json
 import time
 from pathlib import Path
 
@@ -17,10 +15,11 @@ import pytest
 
 from wsimito.config import load_config
 from wsimito.datasets import find_labelled_images
+from wsimito.datasets.points import read_centroid_csv
 from wsimito.metrics import Detections, evaluate, match_points, threshold_sweep
 from wsimito.model import detect_tiles, propose
 from wsimito.proposals import box_iou, proposal_recall
-from wsimito.synth import make_field, mitosis_boxes
+from wsimito.synth import mitosis_boxes, write_fields
 from wsimito.train_det import load_fields, train_detector
 from wsimito.train_seg import train_segmentation
 
@@ -32,35 +31,11 @@ TRAIN_FIELDS, TEST_FIELDS = 16, 8
 TRAIN_SEED, TEST_SEED = 2021, 4242  # held-out fields come from another seed sequence than training
 
 
-def write_dense_fields(folder: Path, count: int, seed: int) -> list[Path]:
-    """Fields as `wsimito synth` lays them out (NAME.png, NAME_mask.png, centroids.csv, fields.json), with
-    MITOSES figures each instead of a realistic handful."""
-    folder.mkdir(parents=True)
-    rows, paths = [], []
-    for index, field_seed in enumerate(np.random.SeedSequence(seed).generate_state(count)):
-        field = make_field((SIZE, SIZE), mpp=MPP, seed=int(field_seed), n_mitoses=MITOSES)
-        path = folder / f"field_{index:03d}.png"
-        cv2.imwrite(str(path), cv2.cvtColor(field.image, cv2.COLOR_RGB2BGR))
-        cv2.imwrite(str(folder / f"{path.stem}_mask.png"), field.mask * np.uint8(255))
-        rows += [(path.stem, f"{x:.2f}", f"{y:.2f}") for x, y in field.centroids]
-        paths.append(path)
-    with open(folder / "centroids.csv", "w", newline="") as fh:
-        csv.writer(fh).writerows([("image", "x", "y"), *rows])
-    (folder / "fields.json").write_text(json.dumps({"mpp": MPP}))
-    return paths
-
-
 def read_field(path: Path):
     rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
     return rgb, cv2.imread(str(path.with_name(path.stem + "_mask.png")), cv2.IMREAD_GRAYSCALE)
 
 
-def read_points(folder: Path) -> dict:
-    points = {}
-    with open(folder / "centroids.csv", newline="") as fh:
-        for row in csv.DictReader(fh):
-            points.setdefault(row["image"], []).append((float(row["x"]), float(row["y"])))
-    return {name: np.array(p) for name, p in points.items()}
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +45,8 @@ def two_phase(tmp_path_factory):
     config = load_config(REPO / "configs/synth-small.yaml")
     stages, seconds = {}, {}
     tick = time.perf_counter()
-    train_paths = write_dense_fields(root / "train", TRAIN_FIELDS, TRAIN_SEED)
-    test_paths = write_dense_fields(root / "test", TEST_FIELDS, TEST_SEED)
+    train_paths = write_fields(root / "train", TRAIN_FIELDS, SIZE, MPP, TRAIN_SEED, MITOSES)
+    test_paths = write_fields(root / "test", TEST_FIELDS, SIZE, MPP, TEST_SEED, MITOSES)
     seconds["fields"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
@@ -97,7 +72,7 @@ def two_phase(tmp_path_factory):
     seconds["train-det"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    truth, detections, recalled, proposals = read_points(root / "test"), {}, [], []
+    truth, detections, recalled, proposals = read_centroid_csv(root / "test" / "centroids.csv"), {}, [], []
     for path in test_paths:
         rgb, mask = read_field(path)
         (prob, boxes, scores), = detect_tiles(model, rgb[None])

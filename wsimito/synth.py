@@ -1346,7 +1346,7 @@ def mitosis_boxes(mask: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     nearest to its centroid (an anaphase has two)."""
     count, labels, stats, centres = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     boxes = np.full((len(centroids), 4), np.nan)
-    for index in range(1, count):
+    for index in range(1, count if len(centroids) else 1):
         owner = int(np.argmin(np.hypot(*(centroids - centres[index]).T)))
         x, y, w, h = stats[index, :4]
         box = np.array([x, y, x + w, y + h], float)
