@@ -91,6 +91,32 @@ def propose(rgb: np.ndarray, prob: np.ndarray, config: Config) -> np.ndarray:
     return seeds
 
 
+def propose_image(rgb: np.ndarray, prob: np.ndarray, config: Config) -> np.ndarray:
+    """Proposals for a whole image at the model mpp (a training field), as ``detect`` makes them on a slide.
+
+    Selective search runs on the same tiles ``detect`` reads (white beyond the edge) and keeps the boxes
+    centred in each tile's core: its cost grows faster than the area (190 s on a whole 2084 px MITOS field,
+    about 25 s in 512 px tiles on one CPU core), and the R-CNN should train on the boxes it will score. The
+    segmentation modes see the whole map: with the halo, ``detect`` finds the same regions.
+    """
+    tile, halo = config.tiling.tile_size, config.tiling.halo
+    height, width = rgb.shape[:2]
+    if not config.detector.proposals.startswith("search-") or max(height, width) <= tile:
+        return propose(rgb, prob, config)
+    stride = tile - 2 * halo
+    rows, cols = -(-height // stride), -(-width // stride)
+    padded = np.full((rows * stride + 2 * halo, cols * stride + 2 * halo, 3), 255, np.uint8)
+    padded[halo : halo + height, halo : halo + width] = rgb
+    found = []
+    for top in range(0, rows * stride, stride):
+        for left in range(0, cols * stride, stride):
+            boxes = propose(padded[top : top + tile, left : left + tile], None, config)
+            centre_x, centre_y = (boxes[:, 0] + boxes[:, 2]) / 2 - halo, (boxes[:, 1] + boxes[:, 3]) / 2 - halo
+            in_core = (centre_x >= 0) & (centre_x < stride) & (centre_y >= 0) & (centre_y < stride)
+            found.append(boxes[in_core] + [left - halo, top - halo, left - halo, top - halo])
+    return np.concatenate(found).reshape(-1, 4)
+
+
 def detect_tiles(model: MitosisModel, tiles: np.ndarray, device="cpu"):
     """Per tile (N x H x W x 3 at the model mpp): (probability map, boxes, scores).
 

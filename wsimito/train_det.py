@@ -10,7 +10,7 @@ configured one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from wsimito.datasets.truth import read_truth
 from wsimito.errors import WsimitoError
 from wsimito.labels import make_boxes, read_boxes_csv
 from wsimito.metrics import Detections, evaluate, threshold_sweep
-from wsimito.model import MitosisModel, propose
+from wsimito.model import MitosisModel, propose_image
 from wsimito.proposals import nms, proposal_recall
 from wsimito.rcnn import PIECE_OVERLAP, RCNN, Sample, warp_regions
 from wsimito.segmentation import SegmentationModel, segment_array, to_tensor
@@ -46,6 +46,9 @@ class LabelledField:
     points: np.ndarray  # (K, 2) the weak labels the boxes came from
     sources: tuple = ()  # per box: "segmentation" or "fallback" (make-boxes), "file" (a boxes CSV)
     prob: np.ndarray | None = None  # phase 1's map, when the caller segmented the image already
+    # proposals already made, by the settings that made them: the folds of a leave-one-slide-out run share
+    # their images, and selective search costs seconds per field
+    proposals: dict = field(default_factory=dict, repr=False)
 
 
 def train_detector(fields: list[LabelledField], segmentation: SegmentationModel, config: Config, seed: int = 0,
@@ -58,10 +61,8 @@ def train_detector(fields: list[LabelledField], segmentation: SegmentationModel,
     for f in fields:
         prob = f.prob if f.prob is not None else segment_array(segmentation, f.rgb, config.tiling.tile_size,
                                                                config.tiling.halo, device=device)
-        proposals.append(propose(f.rgb, prob, config))
-        # selective search has no threshold: its proposals are the same at both
-        searching = config.detector.proposals.startswith("search-")
-        liberal.append(proposals[-1] if searching else propose(f.rgb, prob, _training_config(config)))
+        proposals.append(_proposals(f, prob, config))
+        liberal.append(_proposals(f, prob, _training_config(config)))
     train = [Sample(fields[i].rgb, fields[i].boxes, liberal[i]) for i in train_idx]
     val = [(fields[i], proposals[i]) for i in val_idx]
     history = []
@@ -87,6 +88,18 @@ def train_detector(fields: list[LabelledField], segmentation: SegmentationModel,
         report.update(_final_scores(model, val, config))
     model.notes = {"seed": seed, "phase2": report}
     return model, report
+
+
+def _proposals(image: LabelledField, prob: np.ndarray, config: Config) -> np.ndarray:
+    """``propose_image``, remembered on the image (selective search has no threshold: one search serves both
+    the detection and the training threshold)."""
+    d, t = config.detector, config.tiling
+    searching = d.proposals.startswith("search-")
+    key = (d.proposals, None if searching else d.proposal_threshold, d.proposal_margin_um, d.min_box_um,
+           d.max_box_um, t.tile_size, t.halo, t.mpp)
+    if key not in image.proposals:
+        image.proposals[key] = propose_image(image.rgb, prob, config)
+    return image.proposals[key]
 
 
 def _calibration_images(fields, proposals, train_idx, val_idx, config: Config):
