@@ -96,6 +96,7 @@ class DetectorConfig:
     proposal_margin_um: float = 0.0  # grown on each side of a segmented region (the warp adds context)
     min_box_um: float = 3.0  # proposals with a shorter side are ignored
     max_box_um: float = 40.0  # proposals with a longer side are ignored
+    stain_normalization: str = "none"  # "macenko": the R-CNN sees each image in one reference staining
     warp: int = 48  # regions are warped to warp x warp pixels
     context: int = 8  # pixels of surrounding context on each side of the warp (Girshick: 16 of 227)
     cnn_widths: tuple = (16, 32, 64, 128)
@@ -122,6 +123,8 @@ class DetectorConfig:
         allowed = ("segmentation", "segmentation+search", "search-fast", "search-quality")
         if self.proposals not in allowed:
             raise WsimitoError(f"detector.proposals must be one of {', '.join(allowed)}, got {self.proposals!r}")
+        if self.stain_normalization not in ("none", "macenko"):
+            raise WsimitoError(f"detector.stain_normalization must be 'none' or 'macenko', got {self.stain_normalization!r}")
 
 
 @dataclass(frozen=True)

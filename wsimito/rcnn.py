@@ -39,6 +39,7 @@ from wsimito.augment import dihedral, stain_jitter
 from wsimito.config import DetectorConfig, plain
 from wsimito.nets.cnn import RegionCNN
 from wsimito.proposals import box_iou, nms
+from wsimito.stain import normalize_stain
 from wsimito.segmentation import normalize, to_tensor
 
 # NMS also drops a box more than this share of which lies inside a better one (or that lies around a
@@ -160,7 +161,7 @@ class RCNN:
             else:
                 best, target = np.zeros(len(boxes)), boxes.copy()
             chosen, weight = _cap_regions(best, c.max_regions_per_image, c.fg_iou, rng)
-            parts.append(_Regions(warp_regions(sample.rgb, boxes[chosen], c.warp, c.context), best[chosen],
+            parts.append(_Regions(self.warp(sample.rgb, boxes[chosen]), best[chosen],
                                   np.column_stack([boxes[chosen], target[chosen]]), np.full(len(chosen), index),
                                   is_proposal[chosen], weight))
         return _Regions.concatenate(parts)
@@ -264,7 +265,7 @@ class RCNN:
                 continue
             overlap = box_iou(boxes, labels) if len(labels) else np.zeros((len(boxes), 1))
             target = labels[overlap.argmax(axis=1)] if len(labels) else boxes
-            parts.append(_Regions(warp_regions(sample.rgb, boxes, c.warp, c.context), overlap.max(axis=1),
+            parts.append(_Regions(self.warp(sample.rgb, boxes), overlap.max(axis=1),
                                   np.column_stack([boxes, target]), np.full(len(boxes), index),
                                   np.ones(len(boxes), bool), np.ones(len(boxes))))
         return _Regions.concatenate(parts) if parts else _Regions.empty(c.warp)
@@ -315,6 +316,12 @@ class RCNN:
         self.ridge_coef, self.ridge_intercept = ridge.coef_.astype(np.float64), ridge.intercept_.astype(np.float64)
 
     # --- inference --------------------------------------------------------------------
+    def warp(self, rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """The regions the CNN sees: ``boxes`` of the image in the reference staining (if configured),
+        warped with context."""
+        rgb = normalize_stain(rgb, self.config.stain_normalization)
+        return warp_regions(rgb, boxes, self.config.warp, self.config.context)
+
     def predict(self, rgb: np.ndarray, proposals: np.ndarray, batch_size: int = 256):
         """(boxes (N, 4), scores (N,)) after box regression and NMS, best first; scores in [0, 1]."""
         return self.predict_many([rgb], [proposals], batch_size)[0]
@@ -324,7 +331,7 @@ class RCNN:
         one copy to the device and one back for a whole batch of tiles."""
         c = self.config
         proposals = [np.asarray(p, np.float64).reshape(-1, 4) for p in proposals]
-        regions = [warp_regions(rgb, p, c.warp, c.context) for rgb, p in zip(rgbs, proposals)]
+        regions = [self.warp(rgb, p) for rgb, p in zip(rgbs, proposals)]
         scaled = self._scaled(np.concatenate(regions), batch_size)
         results = []
         for boxes, features in zip(proposals, np.split(scaled, np.cumsum([len(p) for p in proposals])[:-1])):

@@ -23,7 +23,7 @@ from wsimito.labels import make_boxes, read_boxes_csv
 from wsimito.metrics import Detections, evaluate, threshold_sweep
 from wsimito.model import MitosisModel, propose_image
 from wsimito.proposals import nms, proposal_recall
-from wsimito.rcnn import PIECE_OVERLAP, RCNN, Sample, warp_regions
+from wsimito.rcnn import PIECE_OVERLAP, RCNN, Sample
 from wsimito.segmentation import SegmentationModel, segment_array, to_tensor
 from wsimito.slide import open_slide
 from wsimito.train_seg import split_images
@@ -136,7 +136,7 @@ def _cnn_f1(rcnn: RCNN, val, config: Config) -> float:
     for field, boxes in val:
         centres = np.zeros((0, 2))
         if len(boxes):
-            regions = warp_regions(field.rgb, boxes, config.detector.warp, config.detector.context)
+            regions = rcnn.warp(field.rgb, boxes)
             scores = torch.softmax(rcnn.cnn(to_tensor(regions, rcnn.device)), 1)[:, 1].cpu().numpy()
             keep = nms(boxes, scores, config.detector.nms_iou, PIECE_OVERLAP)
             keep = keep[scores[keep] >= 0.5]
