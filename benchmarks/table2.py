@@ -1,6 +1,7 @@
 """The paper's Table 2 on our data: where phase 2's label boxes come from, and what that is worth.
 
     python benchmarks/table2.py --data ../shared/data [--config configs/default-model.yaml] [--workdir DIR]
+                                [--set SECTION.KEY=VALUE ...]
 
 Three detectors, each evaluated leave-one-slide-out on the MITOS 2012 fields exactly as the default model is
 (``python -m wsimito.recipe --loso``), differing only in phase 1:
@@ -31,6 +32,7 @@ def run_recipe(name: str, args, workdir: Path, extra: list[str]) -> dict:
     if not report.exists():
         command = [sys.executable, "-m", "wsimito.recipe", "--data", str(args.data), "--config", str(args.config),
                    "--seed", str(args.seed), "--loso", "--report", str(report), *extra]
+        command += [option for item in args.overrides for option in ("--set", item)]
         print(" ".join(command), file=sys.stderr, flush=True)
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     return json.loads(report.read_text())
@@ -42,6 +44,8 @@ def main():
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "default-model.yaml")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, help="reports are kept here and reused on a rerun")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a config override for all three runs (as the recipe's --set)")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="wsimito-table2-"))
     workdir.mkdir(parents=True, exist_ok=True)
