@@ -1,6 +1,6 @@
 """Proposal modes measured: recall of the true boxes (IoU >= 0.5) and time per 512x512 tile.
 
-    python benchmarks/proposals.py --data ../shared/data [--model DIR] [--synthetic 6] [--max-tiles 16]
+    python benchmarks/proposals.py --data ../shared/data [--model DIR] [--synthetic 6] [--max-tiles 16] [--modes ...]
 
 Modes: selective search fast and quality (the paper's, OpenCV contrib), segmentation (regions of phase 1's
 map, the default) and segmentation+search (those regions refined by selective search in small windows).
@@ -80,7 +80,7 @@ def tiles_of(rgb: np.ndarray, boxes: np.ndarray):
             yield padded[y : y + TILE, x : x + TILE], boxes[inside] - shift
 
 
-def measure(images, model: MitosisModel, max_tiles: int) -> dict:
+def measure(images, model: MitosisModel, max_tiles: int, modes=MODES) -> dict:
     tiles = [tile for _, rgb, boxes in images for tile in tiles_of(rgb, boxes)]
     tiles.sort(key=lambda tile: -min(len(tile[1]), 1))  # tiles with true boxes first (stable)
     tiles = tiles[:max_tiles]
@@ -88,7 +88,7 @@ def measure(images, model: MitosisModel, max_tiles: int) -> dict:
     probs = [segment_array(model.segmentation, rgb, TILE, 0) for rgb, _ in tiles]
     result = {"tiles": len(tiles), "true_boxes": int(sum(len(b) for _, b in tiles)),
               "network_s_per_tile": (time.perf_counter() - started) / max(len(tiles), 1)}
-    for mode in MODES:
+    for mode in modes:
         config: Config = replace(model.config, detector=replace(model.config.detector, proposals=mode))
         hits, counts, started = [], [], time.perf_counter()
         for (rgb, truth), prob in zip(tiles, probs):
@@ -109,18 +109,19 @@ def main():
     parser.add_argument("--synthetic", type=int, default=6, help="synthetic 1024 px fields")
     parser.add_argument("--max-tiles", type=int, default=16, help="tiles per image set")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="proposal modes to measure")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     model = MitosisModel.load(args.model or default_model_path())
     with tempfile.TemporaryDirectory(prefix="wsimito-proposals-") as scratch:
         sets = {
             "synthetic": measure(list(synthetic_images(Path(scratch), args.synthetic, model.mpp, args.seed)), model,
-                                 args.max_tiles),
-            "MITOS 2012": measure(list(mitos_images(args.data, model)), model, args.max_tiles),
+                                 args.max_tiles, args.modes),
+            "MITOS 2012": measure(list(mitos_images(args.data, model)), model, args.max_tiles, args.modes),
         }
     print("| images | mode | recall (IoU ≥ 0.5) | proposals / tile | s / tile |\n|---|---|---|---|---|")
     for name, result in sets.items():
-        for mode in MODES:
+        for mode in args.modes:
             r = result[mode]
             print(f"| {name} ({result['true_boxes']} boxes, {result['tiles']} tiles) | {mode} | {r['recall']:.3f} "
                   f"| {r['proposals_per_tile']:.0f} | {r['s_per_tile']:.3f} |")
