@@ -318,8 +318,9 @@ class RCNN:
     # --- inference --------------------------------------------------------------------
     def warp(self, rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """The regions the CNN sees: ``boxes`` of the image in the reference staining (if configured),
-        warped with context."""
-        rgb = normalize_stain(rgb, self.config.stain_normalization)
+        warped with context. A tile without proposals is not normalised (that costs tens of ms per tile)."""
+        if len(boxes):
+            rgb = normalize_stain(rgb, self.config.stain_normalization)
         return warp_regions(rgb, boxes, self.config.warp, self.config.context)
 
     def predict(self, rgb: np.ndarray, proposals: np.ndarray, batch_size: int = 256):
