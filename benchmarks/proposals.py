@@ -35,6 +35,7 @@ from wsimito.proposals import proposal_recall
 from wsimito.segmentation import segment_array
 from wsimito.slide import open_slide
 from wsimito.synth import mitosis_boxes, write_fields
+from wsimito.tiling import array_tiles
 from wsimito.weights import default_model_path
 
 MODES = ("search-fast", "search-quality", "segmentation", "segmentation+search")
@@ -67,17 +68,14 @@ def mitos_images(data: Path, model: MitosisModel):
 
 def tiles_of(rgb: np.ndarray, boxes: np.ndarray):
     """(tile RGB, true boxes in tile pixels) for each 512 px tile of the image (white beyond its edge)."""
-    height, width = rgb.shape[:2]
     stride = TILE - 2 * HALO
-    padded = np.full((height + TILE, width + TILE, 3), 255, np.uint8)
-    padded[HALO : HALO + height, HALO : HALO + width] = rgb
+    padded, corners = array_tiles(rgb, TILE, HALO)
     centres = np.column_stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2])
-    for y in range(0, height, stride):
-        for x in range(0, width, stride):
-            inside = (centres[:, 0] >= x) & (centres[:, 0] < x + stride) & (centres[:, 1] >= y) & (
-                centres[:, 1] < y + stride)
-            shift = np.array([x - HALO, y - HALO] * 2)
-            yield padded[y : y + TILE, x : x + TILE], boxes[inside] - shift
+    for y, x in corners:
+        inside = (centres[:, 0] >= x) & (centres[:, 0] < x + stride) & (centres[:, 1] >= y) & (
+            centres[:, 1] < y + stride)
+        shift = np.array([x - HALO, y - HALO] * 2)
+        yield padded[y : y + TILE, x : x + TILE], boxes[inside] - shift
 
 
 def measure(images, model: MitosisModel, max_tiles: int, modes=MODES) -> dict:

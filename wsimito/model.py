@@ -22,6 +22,7 @@ from wsimito.errors import WsimitoError
 from wsimito.proposals import refine_with_selective_search, segmentation_proposals, selective_search
 from wsimito.rcnn import RCNN
 from wsimito.segmentation import SegmentationModel, predict_proba
+from wsimito.tiling import array_tiles
 
 _FILES = ("model.json", "segmentation.pt", "rcnn.pt")
 
@@ -104,16 +105,13 @@ def propose_image(rgb: np.ndarray, prob: np.ndarray, config: Config) -> np.ndarr
     if not config.detector.proposals.startswith("search-") or max(height, width) <= tile:
         return propose(rgb, prob, config)
     stride = tile - 2 * halo
-    rows, cols = -(-height // stride), -(-width // stride)
-    padded = np.full((rows * stride + 2 * halo, cols * stride + 2 * halo, 3), 255, np.uint8)
-    padded[halo : halo + height, halo : halo + width] = rgb
+    padded, corners = array_tiles(rgb, tile, halo)
     found = []
-    for top in range(0, rows * stride, stride):
-        for left in range(0, cols * stride, stride):
-            boxes = propose(padded[top : top + tile, left : left + tile], None, config)
-            centre_x, centre_y = (boxes[:, 0] + boxes[:, 2]) / 2 - halo, (boxes[:, 1] + boxes[:, 3]) / 2 - halo
-            in_core = (centre_x >= 0) & (centre_x < stride) & (centre_y >= 0) & (centre_y < stride)
-            found.append(boxes[in_core] + [left - halo, top - halo, left - halo, top - halo])
+    for top, left in corners:
+        boxes = propose(padded[top : top + tile, left : left + tile], None, config)
+        centre_x, centre_y = (boxes[:, 0] + boxes[:, 2]) / 2 - halo, (boxes[:, 1] + boxes[:, 3]) / 2 - halo
+        in_core = (centre_x >= 0) & (centre_x < stride) & (centre_y >= 0) & (centre_y < stride)
+        found.append(boxes[in_core] + [left - halo, top - halo, left - halo, top - halo])
     return np.concatenate(found).reshape(-1, 4)
 
 

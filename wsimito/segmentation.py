@@ -17,6 +17,7 @@ from wsimito import __version__, devices
 from wsimito.config import plain
 from wsimito.errors import WsimitoError
 from wsimito.nets import build_segmentation_net
+from wsimito.tiling import array_tiles
 
 MODEL_KIND = "wsimito-segmentation"
 
@@ -116,11 +117,8 @@ def segment_array(model: SegmentationModel, rgb: np.ndarray, tile: int = 512, ha
     needed = -(-(max(height, width) + 2 * halo) // model.multiple) * model.multiple
     tile = min(tile, needed)
     stride = tile - 2 * halo
-    rows, cols = -(-height // stride), -(-width // stride)
-    padded = np.full((rows * stride + 2 * halo, cols * stride + 2 * halo, 3), 255, np.uint8)
-    padded[halo : halo + height, halo : halo + width] = rgb
-    out = np.zeros((rows * stride, cols * stride), np.float32)
-    corners = [(r * stride, c * stride) for r in range(rows) for c in range(cols)]
+    padded, corners = array_tiles(rgb, tile, halo)
+    out = np.zeros((padded.shape[0] - 2 * halo, padded.shape[1] - 2 * halo), np.float32)
     for start in range(0, len(corners), batch_size):
         chunk = corners[start : start + batch_size]
         tiles = np.stack([padded[y : y + tile, x : x + tile] for y, x in chunk])

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from wsimito.config import TilingConfig
 
 
@@ -71,3 +73,15 @@ def tile_grid(slide, config: TilingConfig = TilingConfig(), tissue=None) -> list
             if tissue is None or tissue.touches(*tile.core):
                 tiles.append(tile)
     return tiles
+
+
+def array_tiles(rgb: np.ndarray, tile: int, halo: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """An in-memory image cut as ``tile_grid`` cuts a slide: the image padded with white by ``halo`` (and to
+    whole cores), and the (top, left) corner of each tile in it, row-major. Tile ``padded[top : top + tile,
+    left : left + tile]`` has its core at image pixels ``[top, top + tile - 2 * halo)`` (same for x)."""
+    height, width = rgb.shape[:2]
+    stride = tile - 2 * halo
+    rows, cols = -(-height // stride), -(-width // stride)
+    padded = np.full((rows * stride + 2 * halo, cols * stride + 2 * halo, 3), 255, np.uint8)
+    padded[halo : halo + height, halo : halo + width] = rgb
+    return padded, [(r * stride, c * stride) for r in range(rows) for c in range(cols)]
