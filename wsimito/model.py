@@ -97,7 +97,7 @@ def propose_image(rgb: np.ndarray, prob: np.ndarray, config: Config) -> np.ndarr
 
     Selective search runs on the same tiles ``detect`` reads (white beyond the edge) and keeps the boxes
     centred in each tile's core: its cost grows faster than the area (190 s on a whole 2084 px MITOS field,
-    about 25 s in 512 px tiles on one CPU core), and the R-CNN should train on the boxes it will score. The
+    36 s in 512 px tiles, on one loaded CPU core), and the R-CNN should train on the boxes it will score. The
     segmentation modes see the whole map: with the halo, ``detect`` finds the same regions.
     """
     tile, halo = config.tiling.tile_size, config.tiling.halo

@@ -47,7 +47,7 @@ class LabelledField:
     sources: tuple = ()  # per box: "segmentation" or "fallback" (make-boxes), "file" (a boxes CSV)
     prob: np.ndarray | None = None  # phase 1's map, when the caller segmented the image already
     # proposals already made, by the settings that made them: the folds of a leave-one-slide-out run share
-    # their images, and selective search costs seconds per field
+    # their images, and selective search costs seconds per field (an image is bound to one phase 1, as prob is)
     proposals: dict = field(default_factory=dict, repr=False)
 
 
