@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from wsimito.stain import optical_density
+
 # Rows: haematoxylin, eosin, residual (DAB) optical-density directions for RGB (Ruifrok & Johnston 2001).
 _STAINS = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
 _STAINS = _STAINS / np.linalg.norm(_STAINS, axis=1, keepdims=True)
@@ -28,8 +30,7 @@ def stain_jitter(image: np.ndarray, rng: np.random.Generator, sigma: float = 0.0
     """Scale and shift each stain's optical density by ~``sigma``, then a small brightness change."""
     if sigma <= 0 and brightness <= 0:
         return image
-    od = -np.log((image.astype(np.float32) + 1.0) / 256.0)
-    concentrations = od.reshape(-1, 3) @ _UNMIX.astype(np.float32)
+    concentrations = optical_density(image) @ _UNMIX.astype(np.float32)
     scale = rng.uniform(1 - sigma, 1 + sigma, 3).astype(np.float32)
     shift = rng.uniform(-sigma, sigma, 3).astype(np.float32)
     od = ((concentrations * scale + shift) @ _STAINS.astype(np.float32)).reshape(image.shape)
