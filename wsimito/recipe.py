@@ -5,10 +5,11 @@ One seeded command::
     python -m wsimito.recipe --data ../shared/data -o wsimito/weights/default --config configs/default-model.yaml --loso
 
 Phase 1 (segmentation) learns from pixel labels: synthetic fields with exact
-masks, and the 3720 real AMi-Br crops with a pseudo-mask of the dark figure at
-their centre. Phase 2 (R-CNN) learns from real point labels turned into boxes
-by phase 1: the AMi-Br crops (a mitosis at the centre, the rest of the crop as
-negatives), the PRLAB patches (65 mitoses, 178 non-mitosis patches), and the
+masks, the real AMi-Br crops of the masks' Train split with their real pixel
+masks, and the PRLAB non-mitosis patches; it is validated on the Test split's
+crops (other source slides). Phase 2 (R-CNN) learns from real point labels
+turned into boxes by phase 1: the AMi-Br Train crops (a mitosis at the centre,
+the rest of the crop as negatives), the PRLAB patches (65 mitoses, 178 non-mitosis patches), and the
 MITOS 2012 fields (negatives: everything away from their labelled points).
 ``--loso`` first evaluates leave-one-slide-out on the MITOS 2012 fields
 (slides A00, A02, A03: phase 2 trained without one slide's fields, then the
@@ -30,8 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from wsimito.config import Config, load_config
-from wsimito.datasets.crops import amibr_crops, centre_figure_mask, prlab_patches
-from wsimito.datasets.masks import find_labelled_images, read_rgb
+from wsimito.datasets.crops import amibr_crops, amibr_masks, prlab_patches
+from wsimito.datasets.masks import find_labelled_images, read_gray, read_rgb
 from wsimito.datasets.points import read_centroid_csv
 from wsimito.metrics import Detections, evaluate, threshold_sweep
 from wsimito.model import bundle_sha256
@@ -60,19 +61,36 @@ class Progress:
 
 
 def phase1_images(data: Path, scratch: Path, config: Config, seed: int, synthetic_fields: int, exclude=()):
-    """(RGB, mask) pairs at the model mpp: synthetic fields and real crops with centre pseudo-masks."""
+    """(RGB, mask) pairs at the model mpp, as (training, validation).
+
+    Training: synthetic fields with exact masks, the AMi-Br crops of the masks'
+    Train split with their real pixel masks, and the PRLAB non-mitosis patches
+    (an empty mask: real look-alikes). Validation: the AMi-Br crops of the Test
+    split, whose source slides are not in training.
+    """
     write_fields(scratch / "synthetic", n=synthetic_fields, size=512, mpp=config.tiling.mpp, seed=seed)
-    images = [item.load() for item in find_labelled_images([scratch / "synthetic"])]
+    train = [item.load() for item in find_labelled_images([scratch / "synthetic"])]
+    val = []
+    masks = amibr_masks(data / "ami-br-masks")
     for crop in _amibr(data, exclude):
-        rgb = read_rgb(crop.path)
-        mask = centre_figure_mask(rgb, crop.mpp)
-        if mask.any():
-            images.append(resample_to_mpp(rgb, mask, crop.mpp, config.tiling.mpp))
-    return images
+        mask = masks[crop.path.stem]
+        pair = resample_to_mpp(read_rgb(crop.path), (read_gray(mask.path) > 0).astype(np.uint8), crop.mpp,
+                               config.tiling.mpp)
+        (train if mask.split == "Train" else val).append(pair)
+    for patch in prlab_patches(data / "prlab-mitosis-patches"):
+        if not len(patch.points):
+            rgb = read_rgb(patch.path)
+            train.append(resample_to_mpp(rgb, np.zeros(rgb.shape[:2], np.uint8), patch.mpp, config.tiling.mpp))
+    return train, val
 
 
-def _amibr(data: Path, exclude=()):
-    return [c for c in amibr_crops(data / "ami-br-patches") if c.group.split("/")[0] not in exclude]
+def _amibr(data: Path, exclude=(), split: str | None = None):
+    """AMi-Br crops less the ``exclude``d source datasets; only the masks' ``split`` ("Train"/"Test") if given."""
+    crops = [c for c in amibr_crops(data / "ami-br-patches") if c.group.split("/")[0] not in exclude]
+    if split is None:
+        return crops
+    masks = amibr_masks(data / "ami-br-masks")
+    return [c for c in crops if masks[c.path.stem].split == split]
 
 
 def mitos_fields(data: Path, slides) -> tuple[list[Path], dict]:
@@ -86,8 +104,8 @@ def mitos_fields(data: Path, slides) -> tuple[list[Path], dict]:
 def phase2_fields(data: Path, segmentation: SegmentationModel, config: Config, device, box_mode: str,
                   exclude=()) -> list[LabelledField]:
     """Every phase-2 image with its boxes and phase-1 map, loaded and segmented once for all folds: AMi-Br
-    crops, PRLAB patches, all MITOS 2012 fields."""
-    crops = _amibr(data, exclude) + prlab_patches(data / "prlab-mitosis-patches")
+    crops of the Train split (the Test split's slides stay unseen), PRLAB patches, all MITOS 2012 fields."""
+    crops = _amibr(data, exclude, split="Train") + prlab_patches(data / "prlab-mitosis-patches")
     fields, field_points = mitos_fields(data, MITOS_SLIDES)
     mpp = {c.path.stem: c.mpp for c in crops} | {p.stem: MITOS_MPP for p in fields}
     points = {c.path.stem: c.points for c in crops} | field_points
@@ -168,6 +186,9 @@ def main(argv=None) -> dict:
                         help="AMi-Br source datasets to leave out, e.g. MIDOG21 (its images are CC BY-NC-ND)")
     parser.add_argument("--loso", action="store_true", help="leave-one-slide-out F1 on MITOS 2012 first")
     parser.add_argument("--report", type=Path, help="also write the JSON report here")
+    parser.add_argument("--workdir", type=Path,
+                        help="keep phase 1 (segmentation.pt and its per-epoch checkpoint) here; a rerun with the "
+                             "same folder resumes phase 1 or reuses it when finished")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     if not args.output and not args.loso:
@@ -177,17 +198,25 @@ def main(argv=None) -> dict:
     report = {"seed": args.seed, "boxes": args.boxes, "exclude": args.exclude, "config": config.to_dict()}
     with tempfile.TemporaryDirectory(prefix="wsimito-recipe-") as scratch:
         scratch = Path(scratch)
+        workdir = args.workdir or scratch
+        workdir.mkdir(parents=True, exist_ok=True)
+        if not args.seg_model and (workdir / "segmentation.pt").exists():
+            progress(f"phase 1: reusing {workdir / 'segmentation.pt'}")
+            args.seg_model = workdir / "segmentation.pt"
         if args.seg_model:
             segmentation = SegmentationModel.load(args.seg_model, args.device)
             config = replace(config, tiling=replace(config.tiling, mpp=segmentation.mpp))
         else:
-            progress("phase 1: preparing synthetic fields and AMi-Br pseudo-masks")
-            images = phase1_images(args.data, scratch, config, args.seed, args.synthetic_fields, args.exclude)
-            progress(f"phase 1: training on {len(images)} images")
+            progress("phase 1: preparing synthetic fields, AMi-Br crops with their masks, PRLAB negatives")
+            images, val = phase1_images(args.data, scratch, config, args.seed, args.synthetic_fields, args.exclude)
+            checkpoint = workdir / "segmentation.pt.ckpt"
+            progress(f"phase 1: training on {len(images)} images, validating on {len(val)}"
+                     + (" (resuming from its checkpoint)" if checkpoint.exists() else ""))
             segmentation = train_segmentation(
-                images, config, scratch / "segmentation.pt", seed=args.seed, device=args.device,
+                images, config, workdir / "segmentation.pt", seed=args.seed, device=args.device,
+                resume=checkpoint.exists(), val_images=val,
                 on_epoch=lambda e: progress(f"phase 1: epoch {e.epoch}/{e.epochs}, loss {e.loss:.3f}, "
-                                            f"validation Dice {e.val_dice:.3f}"))
+                                            f"validation Dice {e.val_dice:.3f}, pixel F1 {e.val_pixel_f1:.3f}"))
             report["phase1"] = segmentation.info.get("history", [{}])[-1]
         report["phase1_s"] = progress.elapsed
         progress("phase 2: loading crops and fields, making boxes")

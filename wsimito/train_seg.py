@@ -85,8 +85,11 @@ class CropSampler:
 
 
 def train_segmentation(images, config: Config, out: Path, seed: int = 0, device: str = "cpu",
-                       resume: bool = False, on_step=None, on_epoch=None) -> SegmentationModel:
+                       resume: bool = False, on_step=None, on_epoch=None, val_images=None) -> SegmentationModel:
     """Train on ``images`` (list of (RGB, mask) at ``config.tiling.mpp``) and save the model to ``out``.
+
+    Validation uses ``val_images`` when given (a split made by source slide,
+    say), else a random ``train_seg.val_fraction`` of ``images``.
 
     A checkpoint ``<out>.ckpt`` is written after every epoch; ``resume=True``
     continues from it. ``on_step(done, total, loss)`` and ``on_epoch(EpochReport)``
@@ -104,11 +107,14 @@ def train_segmentation(images, config: Config, out: Path, seed: int = 0, device:
         raise WsimitoError(f"train_seg.crop {schedule.crop} must be a multiple of {model.multiple} for this network")
     model.net.to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.net.parameters(), lr=schedule.lr)
-    train_idx, val_idx = split_images(len(images), schedule.val_fraction, seed)
+    if val_images is None:
+        train_idx, val_idx = split_images(len(images), schedule.val_fraction, seed)
+        val_images = [images[i] for i in val_idx]
+        images = [images[i] for i in train_idx]
     history, first_epoch = [], 0
     if resume:
         first_epoch, history = _load_checkpoint(checkpoint, model, optimizer, device)
-    sampler = CropSampler([images[i] for i in train_idx], schedule.crop, schedule.mitosis_crop_fraction,
+    sampler = CropSampler(images, schedule.crop, schedule.mitosis_crop_fraction,
                           schedule.stain_sigma, schedule.brightness)
     steps = max(1, schedule.crops_per_epoch // schedule.batch_size)
     use_bf16 = torch.device(device).type == "cuda"
@@ -133,7 +139,7 @@ def train_segmentation(images, config: Config, out: Path, seed: int = 0, device:
             losses.append(loss.item())
             if on_step:
                 on_step(epoch * steps + step + 1, schedule.epochs * steps, losses[-1])
-        dice, f1 = validate(model, [images[i] for i in val_idx], device)
+        dice, f1 = validate(model, val_images, device)
         report = EpochReport(epoch + 1, schedule.epochs, float(np.mean(losses)), lr, dice, f1,
                              time.perf_counter() - started)
         history.append(vars(report))
@@ -143,8 +149,8 @@ def train_segmentation(images, config: Config, out: Path, seed: int = 0, device:
     model.info = {
         "seed": seed,
         "epochs": schedule.epochs,
-        "train_images": len(train_idx),
-        "val_images": len(val_idx),
+        "train_images": len(images),
+        "val_images": len(val_images),
         "history": history,
         "config": config.to_dict(),
     }

@@ -1,9 +1,9 @@
 """Real mitosis crops: AMi-Br (3720 crops centred on a mitosis) and the PRLAB patch set.
 
 Each crop becomes a small labelled image: one point at the centre for a
-mitosis crop, none for a non-mitosis patch. ``centre_figure_mask`` turns a
-centred crop into a pixel pseudo-label (the dark chromatin at the centre), so
-phase 1 sees real mitoses although no real pixel labels exist here.
+mitosis crop, none for a non-mitosis patch. ``amibr_masks`` finds the real
+pixel mask of every AMi-Br crop (the chromosome masks of CellCon-GI) and the
+split those masks come with, which keeps each source slide on one side.
 """
 
 from __future__ import annotations
@@ -49,6 +49,28 @@ def amibr_crops(folder) -> list[Crop]:
     return crops
 
 
+@dataclass(frozen=True)
+class CropMask:
+    path: Path
+    split: str  # "Train" or "Test": every crop of one source slide is on the same side
+
+
+def amibr_masks(folder) -> dict[str, CropMask]:
+    """The real pixel mask of each AMi-Br crop, by crop file stem, from ``mask_to_AMi-Br_patch.csv``."""
+    folder = Path(folder)
+    table = folder / "mask_to_AMi-Br_patch.csv"
+    if not table.exists():
+        raise WsimitoError(f"{folder}: no mask_to_AMi-Br_patch.csv (expected the AMi-Br masks folder)")
+    masks = {}
+    with open(table, newline="") as fh:
+        for row in csv.DictReader(fh):
+            path = folder / row["mask_path"]
+            if not path.exists():
+                raise WsimitoError(f"{path}: listed in {table} but missing")
+            masks[Path(row["amibr_patch_path"]).stem] = CropMask(path, row["split"])
+    return masks
+
+
 def _amibr_mpp(row: dict) -> float:
     if row["dataset"] == "MIDOG21" and int(Path(row["slide"]).stem) <= 100:
         return _HAMAMATSU_MPP
@@ -67,28 +89,3 @@ def prlab_patches(folder) -> list[Crop]:
     if not crops:
         raise WsimitoError(f"{folder}: no positive_mitosis/ or negative_nonmitosis/ JPEGs")
     return crops
-
-
-def centre_figure_mask(rgb: np.ndarray, mpp: float, radius_um: float = 5.0, max_area_um2: float = 200.0) -> np.ndarray:
-    """A pseudo pixel label: the dark chromatin region that overlaps the centre disc most.
-
-    Chromatin of a mitotic figure is the darkest haematoxylin in the crop;
-    Otsu's threshold on darkness separates it. Empty (so the crop is not used
-    for phase 1) when nothing dark is at the centre or the region is larger
-    than a mitotic figure can be (it merged with a neighbour).
-    """
-    darkness = 255 - rgb.min(axis=2).astype(np.uint8)
-    darkness = cv2.GaussianBlur(darkness, (0, 0), max(0.5, 0.5 / mpp * 0.25))
-    threshold, _ = cv2.threshold(darkness, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    # Otsu splits tissue from glass in pale crops; chromatin is darker still.
-    threshold = max(threshold, np.percentile(darkness, 88))
-    dark = (darkness > threshold).astype(np.uint8)
-    _, labels, _, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)
-    h, w = dark.shape
-    yy, xx = np.mgrid[:h, :w]
-    centre = (xx - (w - 1) / 2) ** 2 + (yy - (h - 1) / 2) ** 2 <= (radius_um / mpp) ** 2
-    hits = labels[centre & (dark > 0)]
-    if not hits.size:
-        return np.zeros_like(dark)
-    mask = (labels == np.bincount(hits).argmax()).astype(np.uint8)
-    return mask if mask.sum() * mpp * mpp <= max_area_um2 else np.zeros_like(dark)
