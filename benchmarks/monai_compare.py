@@ -37,7 +37,8 @@ from monai.inferers import sliding_window_inference
 from PIL import Image
 
 from wsimito.config import SegmentationNetConfig, TilingConfig
-from wsimito.segmentation import SegmentationModel, segment_array, to_tensor
+from wsimito.nets.inputs import to_tensor
+from wsimito.segmentation import SegmentationModel, segment_array
 
 FIELD = Path(__file__).resolve().parents[2] / "shared" / "data" / "mitos2012-icpr" / "images" / "A03_00.jpg"
 DETECT_BATCH = 8  # pipeline.detect_slide's batch of tiles

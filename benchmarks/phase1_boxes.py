@@ -21,7 +21,7 @@ from wsimito.config import load_config
 from wsimito.datasets import find_labelled_images
 from wsimito.datasets.points import read_centroid_csv
 from wsimito.labels import make_boxes
-from wsimito.proposals import box_iou
+from wsimito.boxes import box_iou
 from wsimito.slide import open_slide
 from wsimito.synth import mitosis_boxes, write_fields
 from wsimito.train_seg import train_segmentation

@@ -30,7 +30,8 @@ from wsimito.config import Config
 from wsimito.datasets.masks import find_labelled_images
 from wsimito.datasets.points import read_centroid_csv
 from wsimito.labels import make_boxes
-from wsimito.model import MitosisModel, propose
+from wsimito.bundle import MitosisModel
+from wsimito.inference import propose
 from wsimito.proposals import proposal_recall
 from wsimito.segmentation import segment_array
 from wsimito.slide import open_slide

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from wsimito.config import load_config
-from wsimito.model import MitosisModel, propose
+from wsimito.bundle import MitosisModel
+from wsimito.inference import propose
 from wsimito.rcnn import RCNN
 from wsimito.segmentation import SegmentationModel, predict_proba
 from wsimito.synth import make_field
@@ -50,9 +51,9 @@ def random_bundle(directory: Path, device: str = "cpu", seed: int = 0) -> Path:
     config = min(candidates, key=lambda c: abs(proposals_per_tile(c) - PROPOSALS_PER_TILE))
     rcnn = RCNN(config.detector)
     dim = rcnn.cnn.feature_dim
-    rcnn.feature_mean, rcnn.feature_scale = np.zeros(dim), np.ones(dim)
-    rcnn.svm_coef, rcnn.svm_intercept, rcnn.platt = rng.normal(size=dim) / np.sqrt(dim), 0.0, (1.0, 0.0)
-    rcnn.ridge_coef, rcnn.ridge_intercept = np.zeros((4, dim)), np.zeros(4)
+    rcnn.feature_mean_, rcnn.feature_scale_ = np.zeros(dim), np.ones(dim)
+    rcnn.svm_coef_, rcnn.svm_intercept_, rcnn.platt_ = rng.normal(size=dim) / np.sqrt(dim), 0.0, (1.0, 0.0)
+    rcnn.ridge_coef_, rcnn.ridge_intercept_ = np.zeros((4, dim)), np.zeros(4)
     notes = {"random_weights": "for speed measurements only (benchmarks/random_bundle.py)",
              "proposals_per_tile": float(proposals_per_tile(config)), "calibrated_on": device}
     return MitosisModel(segmentation, rcnn, config, notes).save(directory)

@@ -101,7 +101,7 @@ def busy_model(tiny_model, tmp_path_factory):
     it finds nothing, and comparing two empty tables proves little. This copy finds plenty (its detections are
     meaningless, but they are many, spread over the slide, and must come out the same on every scheduler).
     """
-    from wsimito.model import MitosisModel
+    from wsimito.bundle import MitosisModel
     from wsimito.segmentation import predict_proba
     from wsimito.synth import make_field
 

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from wsimito.cli import main
-from wsimito.cli_evaluate import evaluate
+from wsimito.cli.evaluate import evaluate
 from wsimito.datasets.points import read_centroid_csv
 
 MPP = 0.2456  # MITOS 2012 scanner A

@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from wsimito.clinical import (
+from wsimito.errors import WsimitoError
+from wsimito.evaluation import (
     NOTTINGHAM_CUTOFFS,
     count_per_10_hpf,
     find_hotspot,
@@ -15,7 +16,6 @@ from wsimito.clinical import (
     nottingham_cutoffs,
     slide_summary,
 )
-from wsimito.errors import WsimitoError
 
 # mpp 1 µm/px makes 1 mm² = 1e6 px²: a square of side s px has area s² / 1e6 mm²
 MPP = 1.0

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from wsimito.model import MitosisModel, bundle_sha256
+from wsimito.bundle import MitosisModel, bundle_sha256
 from wsimito.weights import DEFAULT_MODEL, default_model_path
 
 # A03_00: the MITOS 2012 field with the most labelled mitoses (19). The final model was trained on it, as

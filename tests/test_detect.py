@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import zarr
 
-from wsimito.pipeline import COUNT_COLUMNS, in_shard
+from wsimito.pipeline import in_shard
+from wsimito.schema import COUNTS_CSV_COLUMNS
 from wsimito.stitch import merge_duplicates, tile_to_slide
 from wsimito.tiling import Tile
 
@@ -36,7 +37,7 @@ def test_real_batch_with_a_corrupt_file(data, busy_model, tmp_path):
     assert result.returncode == 1
     assert str(broken) in result.stderr and "Traceback" not in result.stderr
     counts = {row["slide"]: row for row in read_csv(out / "counts.csv")}
-    assert list(read_csv(out / "counts.csv")[0]) == COUNT_COLUMNS
+    assert list(read_csv(out / "counts.csv")[0]) == COUNTS_CSV_COLUMNS
     assert counts["broken"]["status"] == "error" and "not a slide" in counts["broken"]["error"]
     ok = counts["CMU-1-Small-Region"]
     assert ok["status"] == "ok" and float(ok["mpp"]) == pytest.approx(0.499) and "Aperio" in ok["mpp_source"]
@@ -79,7 +80,7 @@ def _check_geojson(path, count):
 
 
 def _check_zarr(path, model_dir):
-    from wsimito.model import bundle_sha256
+    from wsimito.bundle import bundle_sha256
 
     group = zarr.open(str(path), mode="r")
     attrs = dict(group.attrs)

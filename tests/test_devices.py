@@ -14,9 +14,11 @@ from tests.conftest import REPO, smooth_texture
 from wsimito import devices
 from wsimito.config import DetectorConfig, SegmentationNetConfig
 from wsimito.errors import WsimitoError
-from wsimito.model import MitosisModel, detect_tiles, propose
+from wsimito.bundle import MitosisModel
+from wsimito.inference import detect_tiles, propose
 from wsimito.rcnn import RCNN
-from wsimito.segmentation import SegmentationModel, normalize, predict_proba
+from wsimito.nets.inputs import normalize
+from wsimito.segmentation import SegmentationModel, predict_proba
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="only where torch sees no CUDA GPU")
@@ -44,9 +46,9 @@ def _rcnn(seed=0) -> RCNN:
     rng = np.random.default_rng(seed)
     rcnn = RCNN(DetectorConfig(cnn_widths=(8, 16), warp=32, context=4))
     dim = rcnn.cnn.feature_dim
-    rcnn.feature_mean, rcnn.feature_scale = np.zeros(dim), np.full(dim, 0.1)
-    rcnn.svm_coef, rcnn.svm_intercept, rcnn.platt = rng.normal(size=dim), 0.0, (1.0, 0.0)
-    rcnn.ridge_coef, rcnn.ridge_intercept = rng.normal(size=(4, dim)) * 1e-3, np.zeros(4)
+    rcnn.feature_mean_, rcnn.feature_scale_ = np.zeros(dim), np.full(dim, 0.1)
+    rcnn.svm_coef_, rcnn.svm_intercept_, rcnn.platt_ = rng.normal(size=dim), 0.0, (1.0, 0.0)
+    rcnn.ridge_coef_, rcnn.ridge_intercept_ = rng.normal(size=(4, dim)) * 1e-3, np.zeros(4)
     return rcnn
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from wsimito.config import BoxesConfig
-from wsimito.labels import make_boxes, region_box
+from wsimito.labels import make_boxes, region_boxes
 from wsimito.slide import open_slide
 
 
@@ -12,9 +12,9 @@ def test_region_box_is_the_bounding_rectangle_of_the_region_with_the_point():
     mask = np.zeros((40, 40), bool)
     mask[10:15, 20:28] = True  # the region
     mask[30:35, 2:6] = True  # another one
-    assert region_box(mask, col=22, row=12, max_side=20) == (20.0, 10.0, 28.0, 15.0)
-    assert region_box(mask, col=0, row=0, max_side=20) is None  # point outside any region
-    assert region_box(mask, col=22, row=12, max_side=6) is None  # too big to be one mitosis
+    # the point inside a region, one outside any region
+    assert region_boxes(mask, [(22, 12), (0, 0)], max_side=20) == [(20.0, 10.0, 28.0, 15.0), None]
+    assert region_boxes(mask, [(22, 12)], max_side=6) == [None]  # too big to be one mitosis
 
 
 def test_fixed_mode_squares_in_micrometres(data):

@@ -9,7 +9,7 @@ import pytest
 from sklearn.neighbors import BallTree
 
 from wsimito.errors import WsimitoError
-from wsimito.metrics import (
+from wsimito.evaluation import (
     MATCH_RULES,
     Counts,
     Detections,
@@ -259,7 +259,7 @@ def test_sweep_csv_and_plot(tmp_path):
     red_marker = (image[:, :, 2] > 180) & (image[:, :, 0] < 80) & (image[:, :, 1] < 80)
     blue_curve = (image[:, :, 0] > 150) & (image[:, :, 2] < 60)
     assert red_marker.sum() > 20 and blue_curve.sum() > 50
-    assert not list((tmp_path / "out").glob(".*partial"))
+    assert not list((tmp_path / "out").glob(".*partial*"))
 
 
 def test_read_detections_csv(tmp_path):

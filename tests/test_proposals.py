@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from wsimito.config import load_config
-from wsimito.model import propose, propose_image
-from wsimito.proposals import (box_iou, proposal_recall, refine_with_selective_search, segmentation_proposals,
+from wsimito.inference import propose, propose_image
+from wsimito.boxes import box_iou
+from wsimito.proposals import (proposal_recall, refine_with_selective_search, segmentation_proposals,
                                selective_search)
 
 # disk centres (x, y) and radius: one in a tile's core, one across the border between the first two tiles'

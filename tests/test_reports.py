@@ -10,11 +10,12 @@ from click.testing import CliRunner
 from wsimito.cli import main
 from wsimito.errors import WsimitoError
 from wsimito.outputs.tables import write_csv_atomic
-from wsimito.reports import COUNT_COLUMNS, DETECTION_COLUMNS, merge_reports, read_slide_list
+from wsimito.reports import merge_reports, read_slide_list
+from wsimito.schema import COUNTS_CSV_COLUMNS, DETECTIONS_CSV_COLUMNS
 
 
 def count_row(slide, status="ok", mitoses=1):
-    row = {column: "" for column in COUNT_COLUMNS}
+    row = {column: "" for column in COUNTS_CSV_COLUMNS}
     row.update(slide=slide, status=status, mitoses=str(mitoses), tissue_mm2="0.123456789", mpp="0.499",
                threshold="0.5", runtime_s="1.5", path=f"/data/slides/{slide}.svs")
     if status != "ok":
@@ -29,9 +30,9 @@ def detection_rows(slide, n):
 
 def write_shard(out, index, count, slides, failed=()):
     rows = [count_row(s, "error" if s in failed else "ok", 0 if s in failed else len(s) % 3) for s in slides]
-    write_csv_atomic(out / f"counts.shard-{index}-of-{count}.csv", COUNT_COLUMNS, rows)
+    write_csv_atomic(out / f"counts.shard-{index}-of-{count}.csv", COUNTS_CSV_COLUMNS, rows)
     detections = [d for s in slides if s not in failed for d in detection_rows(s, len(s) % 3)]
-    write_csv_atomic(out / f"detections.shard-{index}-of-{count}.csv", DETECTION_COLUMNS, detections)
+    write_csv_atomic(out / f"detections.shard-{index}-of-{count}.csv", DETECTIONS_CSV_COLUMNS, detections)
 
 
 def read_csv(path):
@@ -51,7 +52,7 @@ def test_merge_follows_the_expected_order_and_copies_cells(tmp_path):
     summary = merge_reports(tmp_path, read_slide_list(listing))
     wanted = ["f", "a", "c-slide", "dd", "b-slide", "e"]
     counts = read_csv(tmp_path / "counts.csv")
-    assert [r["slide"] for r in counts] == wanted and list(counts[0]) == COUNT_COLUMNS
+    assert [r["slide"] for r in counts] == wanted and list(counts[0]) == COUNTS_CSV_COLUMNS
     assert counts[0] == count_row("f", mitoses=1)  # text copied as written: no re-rounding
     detections = read_csv(tmp_path / "detections.csv")
     assert detections == [d for s in wanted for d in detection_rows(s, len(s) % 3)]
@@ -109,7 +110,7 @@ def test_problems_are_one_line_errors_and_nothing_is_written(tmp_path, problem, 
 def test_detections_of_a_slide_from_another_table_are_refused(tmp_path):
     for index, slides in enumerate(SHARDS):
         write_shard(tmp_path, index, 3, slides)
-    write_csv_atomic(tmp_path / "detections.shard-0-of-3.csv", DETECTION_COLUMNS, detection_rows("stranger", 2))
+    write_csv_atomic(tmp_path / "detections.shard-0-of-3.csv", DETECTIONS_CSV_COLUMNS, detection_rows("stranger", 2))
     with pytest.raises(WsimitoError, match="detections of slide 'stranger', which has no row"):
         merge_reports(tmp_path)
 
@@ -127,5 +128,5 @@ def test_failed_slides_are_merged_listed_and_exit_1(tmp_path):
 def test_help_has_examples_and_merging_needs_no_torch():
     result = merge_cli("--help")
     assert result.exit_code == 0 and "Examples:" in result.output and "--dependency=afterok" in result.output
-    probe = "import sys, wsimito.cli_reports, wsimito.reports; print('torch' in sys.modules)"
+    probe = "import sys, wsimito.cli.reports, wsimito.reports; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "False"

@@ -10,6 +10,7 @@ import pytest
 import tiffslide
 
 from wsimito import synth
+from wsimito.synth.layout import slide_scene
 
 
 def _gray(rgb):
@@ -183,7 +184,7 @@ def test_slide_mitoses_lie_in_tissue_and_are_dark(slides):
 
 def test_slide_has_no_seams(slides):
     generic, _ = slides
-    scene = synth._slide_scene(*SLIDE["size"], SLIDE["mpp"], SLIDE["seed"], SLIDE["mitoses_per_mm2"], False, False)
+    scene = slide_scene(*SLIDE["size"], SLIDE["mpp"], SLIDE["seed"], SLIDE["mitoses_per_mm2"], False, False)
     # A window around the tile corner nearest the first mitosis, rendered whole and as four parts.
     x, y = (int(v) // 256 * 256 for v in generic.mitoses[0])
     box = (x - 64, y - 64, 128, 128)
@@ -209,7 +210,7 @@ def test_lower_levels_average_level_zero(slides):
 
 def test_glass_shortcut_matches_full_render():
     # Tiles the coarse tissue map calls empty must render as if the tissue had been drawn: nothing reaches them.
-    scene = synth._slide_scene(1400, 1800, 0.25, 4, 40.0, False, False)
+    scene = slide_scene(1400, 1800, 0.25, 4, 40.0, False, False)
     checked = 0
     for y in range(0, 1400, 128):
         for x in range(0, 1800, 128):

@@ -9,7 +9,9 @@ import torch
 from wsimito.config import load_config
 from wsimito.errors import WsimitoError
 from wsimito.segmentation import SegmentationModel
-from wsimito.train_seg import _lr_at, resample_to_mpp, split_images, train_segmentation
+from wsimito.datasets.splits import split_images
+from wsimito.resample import resample_to_mpp
+from wsimito.train_seg import _lr_at, train_segmentation
 
 TINY = {
     "segmentation.widths": [4, 8],
@@ -79,7 +81,7 @@ def test_model_file_round_trip_weights_only(tmp_path):
     model.net.eval()
     assert torch.allclose(model.net(x), loaded.net(x), atol=1e-5)  # memory formats differ: float noise only
     assert (tmp_path / "m.pt.ckpt").exists()
-    assert not list(tmp_path.glob("*.partial"))
+    assert not list(tmp_path.glob("*partial*"))
 
 
 def test_bad_model_and_checkpoint_files(tmp_path):

@@ -16,9 +16,10 @@ import pytest
 from wsimito.config import load_config
 from wsimito.datasets import find_labelled_images
 from wsimito.datasets.points import read_centroid_csv
-from wsimito.metrics import Detections, evaluate, match_points, threshold_sweep
-from wsimito.model import detect_tiles, propose
-from wsimito.proposals import box_iou, proposal_recall
+from wsimito.evaluation import Detections, evaluate, match_points, threshold_sweep
+from wsimito.inference import detect_tiles, propose
+from wsimito.boxes import box_iou
+from wsimito.proposals import proposal_recall
 from wsimito.synth import mitosis_boxes, write_fields
 from wsimito.train_det import load_fields, train_detector
 from wsimito.train_seg import train_segmentation

@@ -26,7 +26,8 @@ def dihedral(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator):
     return np.ascontiguousarray(image), np.ascontiguousarray(mask)
 
 
-def stain_jitter(image: np.ndarray, rng: np.random.Generator, sigma: float = 0.05, brightness: float = 0.05) -> np.ndarray:
+def stain_jitter(image: np.ndarray, rng: np.random.Generator, sigma: float = 0.05,
+                 brightness: float = 0.05) -> np.ndarray:
     """Scale and shift each stain's optical density by ~``sigma``, then a small brightness change."""
     if sigma <= 0 and brightness <= 0:
         return image

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from wsimito import devices
+from wsimito.bundle import MitosisModel
 from wsimito.config import Config, TilingConfig
-from wsimito.model import MitosisModel, detect_tiles
+from wsimito.inference import detect_tiles
 from wsimito.pipeline import detect_slide
 from wsimito.slide import open_slide
 from wsimito.tiling import tile_grid

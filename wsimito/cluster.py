@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from wsimito.errors import WsimitoError
-from wsimito.pipeline import DetectSettings, SlideResult, _error, process_slide, slide_id
+from wsimito.pipeline import DetectSettings, SlideResult, process_slide, slide_id
 
 _MODELS: dict = {}
 _MODEL_LOADS: dict = {}
@@ -38,7 +38,7 @@ _MODELS_GUARD = threading.Lock()
 
 def _cached_model(model_path: str, sha256: str, device: str):
     """The model of this worker process, loaded on first use; refuses a bundle whose hash differs."""
-    from wsimito.model import MitosisModel, bundle_sha256
+    from wsimito.bundle import MitosisModel, bundle_sha256
 
     key = (model_path, sha256, device)
     with _MODELS_GUARD:
@@ -92,7 +92,7 @@ class ClusterRunner:
                 result = future.result()
             except Exception as exc:  # the task itself failed (model load, lost workers): the slide's error row
                 message = str(exc) if isinstance(exc, WsimitoError) else f"{path}: {type(exc).__name__}: {exc}"
-                result = _error(path, message, settings.threshold, settings.model_sha256)
+                result = SlideResult.failed(path, message, settings.threshold, settings.model_sha256)
             yield index, result
 
 

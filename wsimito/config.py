@@ -26,6 +26,7 @@ class TissueConfig:
     pen_green_excess: int = 10  # G above R by this much is marker ink (H&E keeps G lowest)
     min_area_um2: float = 5000.0  # tissue fragments smaller than this are dropped
     max_hole_um2: float = 50000.0  # holes (fat, lumina) smaller than this count as tissue
+    whole: bool = False  # the whole image is tissue: ROI crops and patches smaller than min_area_um2
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class DetectorConfig:
     min_box_um: float = 3.0  # proposals with a shorter side are ignored
     max_box_um: float = 40.0  # proposals with a longer side are ignored
     stain_normalization: str = "none"  # "macenko": the R-CNN sees each image in one reference staining
+    stain_scope: str = "image"  # detect estimates the staining per tile ("image") or once per slide ("slide")
     warp: int = 48  # regions are warped to warp x warp pixels
     context: int = 8  # pixels of surrounding context on each side of the warp (Girshick: 16 of 227)
     cnn_widths: tuple = (16, 32, 64, 128)
@@ -107,6 +109,12 @@ class DetectorConfig:
     lr: float = 1e-3
     lr_min: float = 1e-5
     max_regions_per_image: int = 64  # proposals kept per training image (all positives, then sampled)
+    cap_tile_px: int = 0  # > 0: that cap counts per cap_tile_px² of image, so a whole field is not one crop
+    mining_rounds: int = 0  # R-CNN hard-negative rounds: add the CNN's worst false proposals, train on
+    stain_sigma: float = 0.05  # H&E optical-density jitter of training regions (after normalisation)
+    brightness: float = 0.05
+    head: str = "svm"  # svm: the paper's linear SVM on CNN features; softmax: the CNN's own classifier
+    tta: bool = False  # score each region as the mean of its 8 flips and rotations
     fg_iou: float = 0.5  # a region with this IoU to a label box is a positive for the CNN
     svm_negative_iou: float = 0.3  # below this IoU a region is an SVM negative
     svm_c: float = 0.01
@@ -123,8 +131,13 @@ class DetectorConfig:
         allowed = ("segmentation", "segmentation+search", "search-fast", "search-quality")
         if self.proposals not in allowed:
             raise WsimitoError(f"detector.proposals must be one of {', '.join(allowed)}, got {self.proposals!r}")
+        if self.stain_scope not in ("image", "slide"):
+            raise WsimitoError(f"detector.stain_scope must be 'image' or 'slide', got {self.stain_scope!r}")
+        if self.head not in ("svm", "softmax"):
+            raise WsimitoError(f"detector.head must be 'svm' or 'softmax', got {self.head!r}")
         if self.stain_normalization not in ("none", "macenko"):
-            raise WsimitoError(f"detector.stain_normalization must be 'none' or 'macenko', got {self.stain_normalization!r}")
+            raise WsimitoError("detector.stain_normalization must be 'none' or 'macenko', "
+                               f"got {self.stain_normalization!r}")
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,8 @@ def compiled(net: torch.nn.Module):
         try:
             return fast(x)
         except Exception as exc:  # torch.compile fails in many ways (no compiler, unsupported op): run eagerly
-            warnings.warn(f"torch.compile failed, running eagerly: {type(exc).__name__}: {str(exc)[:200]}")
+            warnings.warn(f"torch.compile failed, running eagerly: {type(exc).__name__}: {str(exc)[:200]}",
+                          stacklevel=2)
             _COMPILED[net] = None
             return net(x)
 

@@ -21,7 +21,10 @@ import numpy as np
 
 from wsimito.config import BoxesConfig
 from wsimito.errors import WsimitoError
+from wsimito.outputs.tables import write_csv_atomic
+from wsimito.schema import BOXES_CSV_COLUMNS
 from wsimito.segmentation import SegmentationModel, predict_proba
+from wsimito.slide import open_slide
 
 MODES = ("segmentation", "fixed")
 
@@ -78,7 +81,7 @@ def _segmented_regions(slide, points, config: BoxesConfig, model: SegmentationMo
         chunk = corners[start : start + batch_size]
         windows = np.stack([slide.read_region(cx, cy, size, size, model.mpp) for cx, cy in chunk])
         for (cx, cy), prob in zip(chunk, predict_proba(model, windows, device)):
-            box = region_box(prob >= config.threshold, size // 2, size // 2, config.max_box_um / model.mpp)
+            box = region_boxes(prob >= config.threshold, [(size // 2, size // 2)], config.max_box_um / model.mpp)[0]
             if box is None:
                 regions.append(None)
             else:
@@ -92,38 +95,34 @@ def _regions_in_map(prob, slide, points, config: BoxesConfig, model_mpp: float):
     scale_x, scale_y = model_mpp / slide.resolution.mpp_x, model_mpp / slide.resolution.mpp_y
     mask = prob >= config.threshold
     height, width = mask.shape
-    regions = []
-    for x, y in points:
-        col = min(max(int(round((x + 0.5) / scale_x - 0.5)), 0), width - 1)
-        row = min(max(int(round((y + 0.5) / scale_y - 0.5)), 0), height - 1)
-        box = region_box(mask, col, row, config.max_box_um / model_mpp)
-        regions.append(None if box is None else (box[0] * scale_x, box[1] * scale_y, box[2] * scale_x,
-                                                 box[3] * scale_y))
-    return regions
+    cells = [(min(max(int(round((x + 0.5) / scale_x - 0.5)), 0), width - 1),
+              min(max(int(round((y + 0.5) / scale_y - 0.5)), 0), height - 1)) for x, y in points]
+    return [None if box is None else (box[0] * scale_x, box[1] * scale_y, box[2] * scale_x, box[3] * scale_y)
+            for box in region_boxes(mask, cells, config.max_box_um / model_mpp)]
 
 
-def region_box(mask: np.ndarray, col: int, row: int, max_side: float):
-    """(c0, r0, c1, r1) bounding rectangle of the 8-connected region of ``mask`` at (row, col).
+def region_boxes(mask: np.ndarray, cells, max_side: float) -> list:
+    """Per (col, row) of ``cells``: (c0, r0, c1, r1), the bounding rectangle of the 8-connected region of
+    ``mask`` there. The components are found once for all cells.
 
     None when the pixel is not in a region, or the region is wider or taller
     than ``max_side`` pixels (a merged cluster is not one mitosis).
     """
-    if not mask[row, col]:
-        return None
     _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    left, top, width, height = stats[labels[row, col], :4]
-    if max(width, height) > max_side:
-        return None
-    return float(left), float(top), float(left + width), float(top + height)
+    boxes = []
+    for col, row in cells:
+        left, top, width, height = stats[labels[row, col], :4]
+        if not mask[row, col] or max(width, height) > max_side:
+            boxes.append(None)
+        else:
+            boxes.append((float(left), float(top), float(left + width), float(top + height)))
+    return boxes
 
 
 def _window_pixels(window_um: float, model: SegmentationModel) -> int:
     """The window side in pixels at the model mpp: even around the centre, a multiple the net accepts."""
     multiple = max(2, model.multiple)
     return max(multiple, int(round(window_um / model.mpp / multiple)) * multiple)
-
-
-BOX_COLUMNS = ["image", "x", "y", "x0", "y0", "x1", "y1", "source"]
 
 
 def read_boxes_csv(path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -133,14 +132,61 @@ def read_boxes_csv(path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     try:
         with open(path, newline="") as fh:
             reader = csv.DictReader(fh)
-            missing = set(BOX_COLUMNS[:7]) - set(reader.fieldnames or [])
+            missing = set(BOXES_CSV_COLUMNS[:7]) - set(reader.fieldnames or [])
             if missing:
                 raise WsimitoError(f"{path}: not a boxes CSV (missing {', '.join(sorted(missing))})")
             for number, row in enumerate(reader, start=2):
                 try:
-                    rows.setdefault(row["image"], []).append([float(row[k]) for k in BOX_COLUMNS[1:7]])
+                    rows.setdefault(row["image"], []).append([float(row[k]) for k in BOXES_CSV_COLUMNS[1:7]])
                 except (TypeError, ValueError):
                     raise WsimitoError(f"{path}: line {number}: coordinates must be numbers") from None
     except FileNotFoundError:
         raise WsimitoError(f"{path}: boxes file not found") from None
     return {image: (np.array(v)[:, :2], np.array(v)[:, 2:]) for image, v in rows.items()}
+
+
+@dataclass(frozen=True)
+class BoxesReport:
+    """What :func:`boxes_for_images` made, with the counts a user checks the labels against."""
+
+    boxes: list[PointBox]
+    images: int  # images opened
+    points: int  # label points of the images given, opened or not
+    unused: int  # label points of images not given (a naming mismatch shows here)
+    errors: list[str]  # one line per image that could not be opened
+
+    def count(self, source: str) -> int:
+        return sum(box.source == source for box in self.boxes)
+
+    @property
+    def dropped(self) -> int:
+        return self.points - len(self.boxes)
+
+
+def boxes_for_images(paths, points: dict[str, np.ndarray], config: BoxesConfig = BoxesConfig(),
+                     model: SegmentationModel | None = None, mode: str = "segmentation", device="cpu",
+                     mpp: float | None = None) -> BoxesReport:
+    """:func:`make_boxes` for every image of ``paths`` with its ``points`` (keyed by file name without extension).
+
+    An image that cannot be opened is reported in ``errors`` and the others go on: one bad file should not
+    cost a long run over many.
+    """
+    paths = list(paths)
+    boxes, errors = [], []
+    for path in paths:
+        name = Path(path).stem
+        try:
+            with open_slide(path, mpp=mpp) as slide:
+                found = make_boxes(slide, name, points.get(name, []), config, model, mode, device)
+        except WsimitoError as exc:
+            errors.append(str(exc))
+            continue
+        boxes.extend(found)
+    names = {Path(path).stem for path in paths}
+    return BoxesReport(boxes, len(paths) - len(errors), sum(len(points.get(name, [])) for name in names),
+                       sum(len(v) for k, v in points.items() if k not in names), errors)
+
+
+def write_boxes_csv(path, boxes) -> Path:
+    """``boxes`` (PointBox) as the CSV of ``BOXES_CSV_COLUMNS`` that :func:`read_boxes_csv` reads back."""
+    return write_csv_atomic(path, BOXES_CSV_COLUMNS, (vars(box) for box in boxes))

@@ -111,8 +111,8 @@ class SlideLock:
         """Take the lock; True when held. With ``block=False``, False at once when a live process holds it.
 
         While waiting it looks again after ``poll_s`` seconds, then less and less often (down to every
-        ``10 * poll_s``, at most 5 s: each look is a read on what may be a network file system). ``on_wait(holder)`` is called once, when this
-        call starts waiting.
+        ``10 * poll_s``, at most 5 s: each look is a read on what may be a network file system).
+        ``on_wait(holder)`` is called once, when this call starts waiting.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = poll_s

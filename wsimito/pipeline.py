@@ -6,8 +6,8 @@ parallel threads (one Dask graph; its threaded scheduler runs at most
 batch, so the tiles in flight bound memory, not the slide's size) -> one
 model worker per device (a lock: tiles are read while the model runs) ->
 detections kept in each tile's core, mapped to level-0 coordinates, merged
-across borders by a radius in µm -> Zarr, GeoJSON, overlay PNG, and rows for
-the batch CSVs.
+across borders by a radius in µm -> Zarr, GeoJSON, overlay PNG, a gallery of the
+best candidates, and rows for the batch CSVs.
 
 A slide is done when its Zarr store is complete and its GeoJSON and overlay
 exist; every file is written under a temporary name and renamed, so a run
@@ -35,19 +35,22 @@ import numpy as np
 import zarr
 
 from wsimito import __version__
-from wsimito.clinical import slide_summary
+from wsimito.bundle import MitosisModel
 from wsimito.config import Config, TilingConfig
 from wsimito.devices import tile_batch_size
 from wsimito.errors import WsimitoError
+from wsimito.evaluation import slide_summary
 from wsimito.heap import release_free_memory
+from wsimito.inference import detect_tiles, slide_stain
 from wsimito.locks import SlideLock
-from wsimito.model import MitosisModel, detect_tiles
+from wsimito.outputs.gallery import write_gallery
 from wsimito.outputs.geojson import detection_features, hotspot_feature, write_geojson
 from wsimito.outputs.overlay import write_overlay
 from wsimito.outputs.zarr_store import SlideStore, is_complete
-from wsimito.reports import COUNT_COLUMNS, DETECTION_COLUMNS, write_reports  # noqa: F401  (re-exported)
+from wsimito.reports import write_reports
+from wsimito.schema import DETECTION_COLUMNS
 from wsimito.slide import open_slide
-from wsimito.stitch import COLUMNS, merge_duplicates, tile_to_slide
+from wsimito.stitch import merge_duplicates, tile_to_slide
 from wsimito.tiling import tile_grid
 from wsimito.tissue import detect_tissue
 
@@ -61,13 +64,20 @@ class SlideResult:
     slide: str
     path: str
     status: str  # ok | error
-    table: np.ndarray = field(default_factory=lambda: np.zeros((0, len(COLUMNS))))  # above threshold
+    table: np.ndarray = field(default_factory=lambda: np.zeros((0, len(DETECTION_COLUMNS))))  # above threshold
     row: dict = field(default_factory=dict)  # the counts.csv row
     notes: list = field(default_factory=list)  # what happened worth telling (waited for another run, ...)
 
     @property
     def error(self) -> str:
         return self.row.get("error", "")
+
+    @classmethod
+    def failed(cls, path, message: str, threshold: float, model_sha256: str) -> "SlideResult":
+        """A slide that could not be done: its counts.csv row says why, and the run goes on."""
+        row = {"slide": slide_id(path), "status": "error", "error": message, "threshold": threshold,
+               "model_sha256": model_sha256, "path": str(path)}
+        return cls(slide_id(path), str(path), "error", row=row)
 
 
 def slide_id(path) -> str:
@@ -107,7 +117,8 @@ def detect_slide(path, out: Path, model: MitosisModel, model_sha256: str, config
         grid = (everything[-1].row + 1, everything[-1].col + 1)
         store = SlideStore(out / f"{identifier}.zarr", (grid[0] * stride, grid[1] * stride), stride)
         tick = time.perf_counter()
-        candidates = _run_tiles(slide, tiles, model, store, device, workers, batch_size, on_tiles)
+        stain = slide_stain(model, slide, tiles)
+        candidates = _run_tiles(slide, tiles, model, store, device, workers, batch_size, on_tiles, stain)
         timings["tiles_s"] = time.perf_counter() - tick
         candidates = merge_duplicates(candidates, config.detector.duplicate_radius_um / slide.mpp)
         table = candidates[candidates[:, 2] >= threshold]
@@ -118,6 +129,7 @@ def detect_slide(path, out: Path, model: MitosisModel, model_sha256: str, config
         features = detection_features(identifier, table)
         hotspot = hotspot_feature(identifier, summary, slide.mpp) if len(table) else None
         write_geojson(out / f"{identifier}.geojson", features + ([hotspot] if hotspot else []))
+        write_gallery(out / f"{identifier}.gallery.png", slide, candidates, threshold)
         thumbnail = slide.read_whole(_OVERLAY_MPP)
         write_overlay(out / f"{identifier}.overlay.png", thumbnail, tissue.mask, table,
                       (_OVERLAY_MPP / slide.resolution.mpp_x, _OVERLAY_MPP / slide.resolution.mpp_y))
@@ -145,7 +157,7 @@ def _device_lock(device) -> threading.Lock:
         return _DEVICE_LOCKS.setdefault(str(device), threading.Lock())
 
 
-def _run_tiles(slide, tiles, model, store, device, workers, batch_size, on_tiles) -> np.ndarray:
+def _run_tiles(slide, tiles, model, store, device, workers, batch_size, on_tiles, stain=None) -> np.ndarray:
     """Detections of all tiles, one Dask graph of batches; the model behind one lock per device.
 
     One graph rather than waves: a wave's last batch left the model idle while the next wave's first was read.
@@ -156,12 +168,13 @@ def _run_tiles(slide, tiles, model, store, device, workers, batch_size, on_tiles
     def detect(batch) -> np.ndarray:
         pixels = np.stack([tile.read(slide) for tile in batch])
         with model_lock:
-            results = detect_tiles(model, pixels, device)
+            results = detect_tiles(model, pixels, device, stain)
         tables = []
         for tile, (prob, boxes, scores) in zip(batch, results):
-            store.write_core(tile.row, tile.col, prob[tile.halo : tile.size - tile.halo, tile.halo : tile.size - tile.halo])
+            core = prob[tile.halo : tile.size - tile.halo, tile.halo : tile.size - tile.halo]
+            store.write_core(tile.row, tile.col, core)
             tables.append(tile_to_slide(tile, boxes, scores))
-        return np.concatenate(tables) if tables else np.zeros((0, len(COLUMNS)))
+        return np.concatenate(tables) if tables else np.zeros((0, len(DETECTION_COLUMNS)))
 
     def process(batch):
         table = detect(batch)
@@ -174,7 +187,7 @@ def _run_tiles(slide, tiles, model, store, device, workers, batch_size, on_tiles
 
     graph = [dask.delayed(process)(tiles[i : i + batch_size]) for i in range(0, len(tiles), batch_size)]
     found = dask.compute(*graph, scheduler="threads", num_workers=workers)
-    return np.concatenate([np.zeros((0, len(COLUMNS))), *found])
+    return np.concatenate([np.zeros((0, len(DETECTION_COLUMNS))), *found])
 
 
 def completed_result(path, out: Path, since: float | None = None) -> SlideResult | None:
@@ -184,13 +197,14 @@ def completed_result(path, out: Path, since: float | None = None) -> SlideResult
     """
     identifier = slide_id(path)
     store = out / f"{identifier}.zarr"
-    if not (is_complete(store) and (out / f"{identifier}.geojson").exists() and (out / f"{identifier}.overlay.png").exists()):
+    outputs = (out / f"{identifier}.geojson", out / f"{identifier}.overlay.png")
+    if not (is_complete(store) and all(path.exists() for path in outputs)):
         return None
     if since is not None and (store / "zarr.json").stat().st_mtime < since:  # attrs["complete"] is written last
         return None
     group = zarr.open_group(str(store), mode="r")
     row = dict(group.attrs["counts_row"])
-    candidates = np.asarray(group["detections"][:], np.float64).reshape(-1, len(COLUMNS))
+    candidates = np.asarray(group["detections"][:], np.float64).reshape(-1, len(DETECTION_COLUMNS))
     return SlideResult(identifier, str(path), "ok", candidates[candidates[:, 2] >= row["threshold"]], row)
 
 
@@ -256,9 +270,10 @@ def _finished_or_detect(path, out, model, settings: DetectSettings, waited, on_t
                               settings.device, settings.workers, mpp=settings.mpp, on_tiles=on_tiles,
                               recorded_path=recorded_path)
     except WsimitoError as exc:
-        result = _error(shown, str(exc), settings.threshold, settings.model_sha256)
+        result = SlideResult.failed(shown, str(exc), settings.threshold, settings.model_sha256)
     except Exception as exc:  # one broken slide must not stop the batch
-        result = _error(shown, f"{shown}: {type(exc).__name__}: {exc}", settings.threshold, settings.model_sha256)
+        result = SlideResult.failed(shown, f"{shown}: {type(exc).__name__}: {exc}", settings.threshold,
+                                    settings.model_sha256)
     if waited is not None:
         result.notes.append(f"{identifier}: {waited.describe()} stopped without finishing it; done here instead")
     return result
@@ -284,8 +299,8 @@ def run_batch(paths, out, model: MitosisModel | None, model_sha256: str, config:
     for index, path in enumerate(mine):
         identifier = slide_id(path)
         if identifier in seen:
-            results[index] = _error(path, f"{path}: slide id '{identifier}' is also the name of {seen[identifier]}; "
-                                    "rename one", threshold, model_sha256)
+            results[index] = SlideResult.failed(path, f"{path}: slide id '{identifier}' is also the name of "
+                                                f"{seen[identifier]}; rename one", threshold, model_sha256)
         else:
             seen[identifier] = str(path)
             jobs.append((index, path))
@@ -328,12 +343,6 @@ def _run_here(jobs, total, out, model, settings, on_slide, on_tiles, on_note):
 
 def _ordered(results: dict[int, SlideResult]) -> list[SlideResult]:
     return [results[i] for i in sorted(results)]
-
-
-def _error(path, message: str, threshold: float, model_sha256: str) -> SlideResult:
-    row = {"slide": slide_id(path), "status": "error", "error": message, "threshold": threshold,
-           "model_sha256": model_sha256, "path": str(path)}
-    return SlideResult(slide_id(path), str(path), "error", row=row)
 
 
 def _json_row(row: dict) -> dict:

@@ -24,6 +24,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from wsimito.boxes import box_iou
+
 SEARCH_MODES = ("fast", "quality")
 # Grouping is quadratic in the number of regions: a tile's segmentation has tens to hundreds; a noisy map
 # (an untrained net) may have thousands, and then only the largest are grouped.
@@ -160,51 +162,3 @@ def refine_with_selective_search(rgb: np.ndarray, seeds: np.ndarray, window: int
         closest = np.argsort(-box_iou(seed[None], candidates)[0], kind="stable")[:per_seed]
         found.append(candidates[closest])
     return np.concatenate(found, axis=0)
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of boxes ``a`` (N, 4) and ``b`` (M, 4) -> (N, M)."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = ix * iy
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
-def box_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise intersection over the smaller box's area of ``a`` (N, 4) and ``b`` (M, 4) -> (N, M):
-    1 when one box lies inside the other, as a piece of a figure lies inside the whole figure's box."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    smaller = np.minimum(area_a[:, None], area_b[None, :])
-    return np.where(smaller > 0, ix * iy / np.where(smaller > 0, smaller, 1), 0.0)
-
-
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, contained: float | None = None) -> np.ndarray:
-    """Indices of boxes kept by greedy non-maximum suppression, highest score first.
-
-    A box is suppressed when its IoU with a kept box exceeds ``iou_threshold`` (Girshick's rule) or, with
-    ``contained``, when more than that share of it (or of the kept box) lies inside the kept box: the
-    piece of a figure (one chromosome set of an anaphase) that a better box around the whole figure
-    contains has a small IoU with it but is the same mitosis.
-    """
-    order = np.argsort(-np.asarray(scores), kind="stable")
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    keep = []
-    while order.size:
-        best = order[0]
-        keep.append(best)
-        if order.size == 1:
-            break
-        rest = order[1:]
-        suppressed = box_iou(boxes[best], boxes[rest])[0] > iou_threshold
-        if contained is not None:
-            suppressed |= box_overlap(boxes[best], boxes[rest])[0] > contained
-        order = rest[~suppressed]
-    return np.asarray(keep, dtype=np.intp)

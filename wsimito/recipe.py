@@ -25,24 +25,28 @@ import json
 import sys
 import tempfile
 import time
+import zlib
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from wsimito.acceptance import count_on_slide, crop_recall
+from wsimito.bundle import MitosisModel, bundle_sha256
 from wsimito.config import Config, load_config
-from wsimito.datasets.crops import amibr_crops, amibr_masks, prlab_patches
+from wsimito.datasets.crops import amibr_crops, amibr_masks, atnorm_crops, prlab_patches
 from wsimito.datasets.masks import find_labelled_images, read_gray, read_rgb
 from wsimito.datasets.points import read_centroid_csv
-from wsimito.metrics import Detections, evaluate, threshold_sweep
-from wsimito.model import bundle_sha256
+from wsimito.evaluation import Detections, evaluate, pooled_f1_interval, threshold_sweep
 from wsimito.pipeline import detect_slide
+from wsimito.resample import resample_to_mpp
 from wsimito.segmentation import SegmentationModel
 from wsimito.synth import write_fields
 from wsimito.train_det import LabelledField, load_fields, train_detector
-from wsimito.train_seg import resample_to_mpp, train_segmentation
+from wsimito.train_seg import train_segmentation
 
 MITOS_MPP = 0.2456
+SAMPLE_SLIDE = Path(__file__).parent / "data" / "CMU-1-Small-Region.svs"
 MITOS_SLIDES = ("A00", "A02", "A03")
 
 
@@ -104,13 +108,33 @@ def mitos_fields(data: Path, slides) -> tuple[list[Path], dict]:
 def phase2_fields(data: Path, segmentation: SegmentationModel, config: Config, device, box_mode: str,
                   exclude=()) -> list[LabelledField]:
     """Every phase-2 image with its boxes and phase-1 map, loaded and segmented once for all folds: AMi-Br
-    crops of the Train split (the Test split's slides stay unseen), PRLAB patches, all MITOS 2012 fields."""
-    crops = _amibr(data, exclude, split="Train") + prlab_patches(data / "prlab-mitosis-patches")
+    crops of the Train split (the Test split's slides stay unseen), four fifths of the AtNorM-MD crops,
+    PRLAB patches, all MITOS 2012 fields."""
+    crops = (_amibr(data, exclude, split="Train") + atnorm_split(data)[0]
+             + prlab_patches(data / "prlab-mitosis-patches"))
     fields, field_points = mitos_fields(data, MITOS_SLIDES)
     mpp = {c.path.stem: c.mpp for c in crops} | {p.stem: MITOS_MPP for p in fields}
     points = {c.path.stem: c.points for c in crops} | field_points
     return load_fields([c.path for c in crops] + fields, config, segmentation, mpp=mpp, points=points,
                        device=device, box_mode=box_mode)
+
+
+def atnorm_split(data: Path) -> tuple[list, list]:
+    """AtNorM-MD crops for training and the fifth held out (by a hash of the file, so stable across runs)."""
+    crops = atnorm_crops(data / "atnorm-md-crops")
+    held_out = [zlib.crc32(c.group.encode()) % 5 == 0 for c in crops]
+    return [c for c, h in zip(crops, held_out) if not h], [c for c, h in zip(crops, held_out) if h]
+
+
+def held_out_crops(data: Path, per_source: int, seed: int, exclude=()) -> dict:
+    """Up to ``per_source`` crops of each source phase 2 never sees: AMi-Br Test split (MIDOG21, TUPAC16
+    slides apart from training) and the held-out fifth of AtNorM-MD."""
+    test = _amibr(data, exclude, split="Test")
+    sources = {name: [c for c in test if c.group.startswith(name + "/")] for name in ("MIDOG21", "TUPAC16")}
+    sources["AtNorM-MD"] = atnorm_split(data)[1]
+    rng = np.random.default_rng(seed)
+    return {name: [crops[i] for i in sorted(rng.permutation(len(crops))[:per_source])]
+            for name, crops in sources.items() if crops}
 
 
 def is_mitos_field(field: LabelledField, slides=MITOS_SLIDES) -> bool:
@@ -121,17 +145,20 @@ def score_fields(model_dir: Path, model, config: Config, fields: list[Path], tru
                  scratch: Path) -> dict:
     """Run the ``detect`` pipeline on whole fields; precision, recall and F1 at the evaluation radius, at
     the model's own threshold (chosen in training, see detector.choose_threshold)."""
-    detections = {}
+    detections, tissue_mm2 = {}, 0.0
     for path in fields:
         result = detect_slide(path, scratch, model, bundle_sha256(model_dir), config, 0.0, device, workers=2,
                               mpp=MITOS_MPP)
         detections[path.stem] = Detections(result.table[:, :2], result.table[:, 2])
+        tissue_mm2 += result.row["tissue_mm2"]
     truth = {p.stem: truth.get(p.stem, np.zeros((0, 2))) for p in fields}
     settings = {"radius_um": config.evaluation.radius_um, "rule": config.evaluation.match}
-    pooled = evaluate(detections, truth, MITOS_MPP, threshold=model.config.detector.threshold, **settings).pooled
+    scored = evaluate(detections, truth, MITOS_MPP, threshold=model.config.detector.threshold, **settings)
     # what the R-CNN had to choose from: a low value points at the proposals, not the scoring
     reachable = evaluate(detections, truth, MITOS_MPP, **settings).pooled.recall
-    return {"pooled": pooled.as_dict(), "recall_any_score": reachable, "detections": detections, "truth": truth}
+    per_field = [[r.counts.tp, r.counts.fp, r.counts.fn] for r in scored.per_image]
+    return {"pooled": scored.pooled.as_dict(), "recall_any_score": reachable, "detections": detections,
+            "truth": truth, "per_field": per_field, "tissue_mm2": tissue_mm2}
 
 
 def _counts(result: dict) -> np.ndarray:
@@ -143,16 +170,24 @@ def _prf(tp, fp, fn) -> dict:
             "recall": tp / max(tp + fn, 1), "f1": 2 * tp / max(2 * tp + fp + fn, 1)}
 
 
-def leave_one_slide_out(fields, segmentation, config, seed, device, data: Path, scratch: Path, progress) -> dict:
-    """Per held-out slide and pooled: P/R/F1 of the detect pipeline at the configured threshold, and the
-    pooled threshold sweep's best F1 (an oracle: chosen on the test folds, reported, never shipped)."""
+def leave_one_slide_out(fields, segmentation, config, seed, device, data: Path, workdir: Path, scratch: Path,
+                        progress) -> dict:
+    """Per held-out slide and pooled: P/R/F1 of the detect pipeline at the configured threshold, a bootstrap
+    95% interval of the pooled F1 over fields, false detections per mm² of tissue, and the pooled threshold
+    sweep's best F1 (an oracle: chosen on the test folds, reported, never shipped). Each fold's model is kept
+    in ``workdir`` and reused by a rerun."""
     report, pooled = {}, np.zeros(3)
-    detections, truth = {}, {}
+    detections, truth, per_field, tissue_mm2 = {}, {}, [], 0.0
     for held_out in MITOS_SLIDES:
-        progress(f"fold {held_out}: training phase 2 without its fields")
-        train = [f for f in fields if not is_mitos_field(f, (held_out,))]
-        model, _ = train_detector(train, segmentation, config, seed=seed, device=device)
-        fold_dir = model.save(scratch / f"fold-{held_out}")
+        fold_dir = workdir / f"fold-{held_out}"
+        if (fold_dir / "model.json").exists():
+            progress(f"fold {held_out}: reusing {fold_dir}")
+            model = MitosisModel.load(fold_dir, device)
+        else:
+            progress(f"fold {held_out}: training phase 2 without its fields")
+            train = [f for f in fields if not is_mitos_field(f, (held_out,))]
+            model, _ = train_detector(train, segmentation, config, seed=seed, device=device)
+            model.save(fold_dir)
         paths, points = mitos_fields(data, [held_out])
         progress(f"fold {held_out}: detecting on {len(paths)} fields")
         fold = score_fields(fold_dir, model, config, paths, points, device, scratch / f"out-{held_out}")
@@ -161,13 +196,30 @@ def leave_one_slide_out(fields, segmentation, config, seed, device, data: Path, 
         pooled += _counts(fold["pooled"])
         detections |= fold["detections"]
         truth |= fold["truth"]
+        per_field += fold["per_field"]
+        tissue_mm2 += fold["tissue_mm2"]
         progress(f"fold {held_out}: F1 {fold['pooled']['f1']:.3f}")
-    report["pooled"] = _prf(*pooled)
+    report["pooled"] = {**_prf(*pooled), "f1_interval_95": pooled_f1_interval(per_field, seed=seed),
+                        "false_per_mm2": pooled[1] / max(tissue_mm2, 1e-9), "tissue_mm2": tissue_mm2}
     sweep = threshold_sweep(detections, truth, MITOS_MPP, radius_um=config.evaluation.radius_um,
                             rule=config.evaluation.match)
     if sweep.best is not None:
         report["oracle"] = {"threshold": float(sweep.best_threshold), "f1": float(sweep.f1[sweep.best])}
     return report
+
+
+def acceptance_checks(model_dir: Path, model, config: Config, data: Path, seed: int, device, scratch: Path,
+                      progress, exclude=(), per_source: int = 100) -> dict:
+    """The shipped model's checks (wsimito.acceptance): held-out crops of each source, and the README's
+    sample slide, which no training data comes from."""
+    checks = {}
+    for name, crops in held_out_crops(data, per_source, seed, exclude).items():
+        checks[name] = crop_recall(model_dir, model, config, crops, scratch / f"crops-{name}", device)
+        progress(f"check {name}: proposed {checks[name]['proposed']:.2f}, detected {checks[name]['detected']:.2f} "
+                 f"of {len(crops)} held-out crops")
+    checks["sample_slide"] = count_on_slide(model_dir, model, config, SAMPLE_SLIDE, scratch / "sample", device)
+    progress(f"check sample slide: {checks['sample_slide']['detections']} detections")
+    return checks
 
 
 def main(argv=None) -> dict:
@@ -223,7 +275,7 @@ def main(argv=None) -> dict:
         fields = phase2_fields(args.data, segmentation, config, args.device, args.boxes, args.exclude)
         if args.loso:
             report["loso"] = leave_one_slide_out(fields, segmentation, config, args.seed, args.device, args.data,
-                                                 scratch, progress)
+                                                 workdir, scratch, progress)
         if args.output:
             progress("final model: phase 2 on every image")
             model, phase2 = train_detector(fields, segmentation, config, seed=args.seed, device=args.device)
@@ -231,6 +283,8 @@ def main(argv=None) -> dict:
             report["total_s"] = progress.elapsed
             model.notes = {**model.notes, "recipe": report}
             model.save(args.output)
+            report["checks"] = acceptance_checks(args.output, model, config, args.data, args.seed, args.device,
+                                                 scratch, progress, args.exclude)
     report["total_s"] = progress.elapsed
     text = json.dumps(report, indent=2, default=float)
     if args.report:

@@ -19,14 +19,7 @@ from pathlib import Path
 
 from wsimito.errors import WsimitoError
 from wsimito.outputs.tables import write_csv_atomic
-
-COUNT_COLUMNS = [
-    "slide", "status", "mitoses", "tissue_mm2", "mitoses_per_mm2", "mpp", "mpp_source", "threshold",
-    "runtime_s", "error", "hotspot_count", "hotspot_per_mm2", "hotspot_mm2", "hotspot_shape", "hotspot_x",
-    "hotspot_y", "hotspot_fits", "hotspot_note", "mitoses_per_10_hpf", "field_diameter_mm", "mitotic_score",
-    "tiles", "model_sha256", "path",
-]
-DETECTION_COLUMNS = ["slide", "x", "y", "score", "x0", "y0", "x1", "y1"]
+from wsimito.schema import COUNTS_CSV_COLUMNS, DETECTION_COLUMNS, DETECTIONS_CSV_COLUMNS
 
 _SHARD_FILE = re.compile(r"^counts\.shard-(\d+)-of-(\d+)\.csv$")
 _SHOWN = 5  # names listed in an error message before "and N more"
@@ -40,13 +33,12 @@ def table_names(shard: tuple[int, int] | None = None) -> tuple[str, str]:
 
 def write_reports(out, results, shard: tuple[int, int] | None = None) -> None:
     """Write the counts and detections tables of ``results`` (``SlideResult``s, in order) atomically."""
-    from wsimito.stitch import COLUMNS  # here, not at the top: merging needs no scipy
-
     out = Path(out)
     counts, detections = table_names(shard)
-    write_csv_atomic(out / counts, COUNT_COLUMNS, [r.row for r in results])
-    rows = ({"slide": r.slide, **dict(zip(COLUMNS, map(float, values)))} for r in results for values in r.table)
-    write_csv_atomic(out / detections, DETECTION_COLUMNS, rows)
+    write_csv_atomic(out / counts, COUNTS_CSV_COLUMNS, [r.row for r in results])
+    rows = ({"slide": r.slide, **dict(zip(DETECTION_COLUMNS, map(float, values)))}
+            for r in results for values in r.table)
+    write_csv_atomic(out / detections, DETECTIONS_CSV_COLUMNS, rows)
 
 
 @dataclass
@@ -87,7 +79,7 @@ def merge_reports(out, expect: list[str] | None = None) -> MergeSummary:
         if not detections_path.exists():
             raise WsimitoError(f"{detections_path}: missing, though {counts_path.name} exists (shard {index}/{count} "
                                "did not finish writing; rerun it)")
-        shard_rows = _read_table(counts_path, COUNT_COLUMNS)
+        shard_rows = _read_table(counts_path, COUNTS_CSV_COLUMNS)
         shard_slides = set()
         for row in shard_rows:
             slide = row["slide"]
@@ -95,7 +87,7 @@ def merge_reports(out, expect: list[str] | None = None) -> MergeSummary:
                 duplicates.append(f"'{slide}' in {source[slide]} and {counts_path.name}")
             rows[slide], source[slide] = row, counts_path.name
             shard_slides.add(slide)
-        for row in _read_table(detections_path, DETECTION_COLUMNS):
+        for row in _read_table(detections_path, DETECTIONS_CSV_COLUMNS):
             if row["slide"] not in shard_slides:
                 raise WsimitoError(f"{detections_path}: detections of slide '{row['slide']}', which has no row in "
                                    f"{counts_path.name} (tables of different runs?)")
@@ -106,11 +98,12 @@ def merge_reports(out, expect: list[str] | None = None) -> MergeSummary:
     order, unexpected = _order(rows, expect)
     merged = [rows[slide] for slide in order]
     counts_name, detections_name = table_names()
-    summary = MergeSummary(shards=len(shards), slides=len(merged), mitoses=sum(len(detections.get(s, [])) for s in order),
+    summary = MergeSummary(shards=len(shards), slides=len(merged),
+                           mitoses=sum(len(detections.get(s, [])) for s in order),
                            failed=[(r["slide"], r["error"]) for r in merged if r["status"] != "ok"],
                            unexpected=unexpected)
-    summary.counts_path = write_csv_atomic(out / counts_name, COUNT_COLUMNS, merged)
-    summary.detections_path = write_csv_atomic(out / detections_name, DETECTION_COLUMNS,
+    summary.counts_path = write_csv_atomic(out / counts_name, COUNTS_CSV_COLUMNS, merged)
+    summary.detections_path = write_csv_atomic(out / detections_name, DETECTIONS_CSV_COLUMNS,
                                                (d for slide in order for d in detections.get(slide, [])))
     return summary
 

@@ -17,6 +17,8 @@ from wsimito import __version__, devices
 from wsimito.config import plain
 from wsimito.errors import WsimitoError
 from wsimito.nets import build_segmentation_net
+from wsimito.nets.inputs import to_tensor
+from wsimito.outputs.atomic import atomic_path
 from wsimito.tiling import array_tiles
 
 MODEL_KIND = "wsimito-segmentation"
@@ -52,9 +54,8 @@ class SegmentationModel:
         """Write atomically: a crash never leaves a half-written model under ``path``."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        torch.save(self.state(), partial)
-        partial.replace(path)
+        with atomic_path(path) as tmp:
+            torch.save(self.state(), tmp)
 
     @classmethod
     def load(cls, path, device="cpu") -> "SegmentationModel":
@@ -78,17 +79,6 @@ def _build(spec: dict) -> torch.nn.Module:
         return build_segmentation_net(dict(spec))
     except ValueError as exc:
         raise WsimitoError(f"segmentation config: {exc}") from None
-
-
-def to_tensor(batch: np.ndarray, device) -> torch.Tensor:
-    """uint8 N x H x W x 3 RGB -> float N x 3 x H x W in [-1, 1], channels-last; the uint8 pixels are copied."""
-    return normalize(devices.to_device(batch, device))
-
-
-def normalize(pixels: torch.Tensor) -> torch.Tensor:
-    """uint8 N x H x W x 3 RGB on any device -> float N x 3 x H x W in [-1, 1], channels-last."""
-    tensor = pixels.permute(0, 3, 1, 2).float()
-    return (tensor / 127.5 - 1.0).contiguous(memory_format=torch.channels_last)
 
 
 @torch.no_grad()

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from wsimito.errors import SlideError
+from wsimito.resample import resample_axis
 from wsimito.resolution import Resolution, is_tiff, resolve_mpp
 
 # Source pixels a single read may decode; bigger requests are split into blocks.
@@ -366,34 +367,6 @@ def _to_rgb_on_white(array: np.ndarray) -> np.ndarray:
             return np.ascontiguousarray(array[:, :, :3])
         return ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
     return np.ascontiguousarray(array[:, :, :3])
-
-
-def resample_axis(pixels: np.ndarray, start: float, step: float, count: int, axis: int) -> np.ndarray:
-    """Resample one axis: output pixel ``u`` covers input ``[start + u*step, start + (u+1)*step)``.
-
-    Input pixel ``i`` covers ``[i, i+1)``. Shrinking (``step >= 1``) averages
-    the covered area exactly, fractional pixels included (OpenCV's INTER_AREA
-    generalised to any offset); enlarging interpolates bilinearly. float32 out.
-    """
-    size = pixels.shape[axis]
-    u = np.arange(count, dtype=np.float64)[:, None]
-    if step >= 1:
-        lo, hi = start + u * step, start + (u + 1) * step
-        taps = np.floor(lo) + np.arange(int(math.ceil(step)) + 1)
-        weights = np.clip(np.minimum(hi, taps + 1) - np.maximum(lo, taps), 0, None)
-    else:
-        centre = start + (u + 0.5) * step
-        taps = np.floor(centre - 0.5) + np.arange(2)
-        weights = np.clip(1 - np.abs(centre - (taps + 0.5)), 0, None)
-    taps = np.clip(taps, 0, size - 1).astype(np.intp)
-    weights = (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
-    moved = np.moveaxis(pixels, axis, 0)
-    out = np.zeros((count,) + moved.shape[1:], np.float32)
-    shape = (count,) + (1,) * (moved.ndim - 1)
-    for j in range(taps.shape[1]):
-        if weights[:, j].any():  # an aligned step (a level at the target mpp) leaves a tap no pixel uses
-            out += weights[:, j].reshape(shape) * moved[taps[:, j]]
-    return np.moveaxis(out, 0, axis)
 
 
 def _describe(exc: Exception) -> str:

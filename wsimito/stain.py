@@ -12,6 +12,8 @@ Images with too little tissue to estimate from (glass, a few cells) are returned
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 # The usual Macenko reference: stain OD directions (columns: haematoxylin, eosin) and 99th-percentile
@@ -47,22 +49,50 @@ def stain_vectors(tissue: np.ndarray) -> np.ndarray:
     return np.column_stack([first, second] if first[0] > second[0] else [second, first])
 
 
+@dataclass(frozen=True)
+class StainFit:
+    """One image's (or slide's) staining: how to unmix its OD into H and E, and each stain's 99th percentile."""
+
+    unmix: np.ndarray  # (3, 2): OD rows -> concentrations
+    maxima: np.ndarray  # (2,)
+
+
+def tissue_od(rgb: np.ndarray) -> np.ndarray:
+    """(N, 3) OD of at most SAMPLE_PIXELS tissue pixels of ``rgb``, evenly spaced (glass and black left out)."""
+    od = optical_density(rgb)
+    tissue = np.flatnonzero(((od > TISSUE_OD[0]) & (od < TISSUE_OD[1])).all(axis=1))
+    return od[tissue[:: max(1, len(tissue) // SAMPLE_PIXELS)]]
+
+
+def fit_stain(images) -> StainFit | None:
+    """The staining of one image, or of several images of one slide pooled (tiles spread over it), so every
+    tile of a slide is normalised the same way; None with too little tissue to estimate from."""
+    images = [images] if isinstance(images, np.ndarray) and images.ndim == 3 else list(images)
+    sample = np.concatenate([tissue_od(rgb) for rgb in images]) if images else np.zeros((0, 3), np.float32)
+    if len(sample) < MIN_TISSUE_PIXELS:
+        return None
+    sample = sample[:: max(1, len(sample) // SAMPLE_PIXELS)]
+    unmix = np.linalg.pinv(stain_vectors(sample)).T.astype(np.float32)
+    maxima = np.percentile(sample @ unmix, 99, axis=0)
+    if (maxima <= 0).any():
+        return None
+    return StainFit(unmix, maxima)
+
+
+def apply_stain(rgb: np.ndarray, fit: StainFit | None) -> np.ndarray:
+    """``rgb`` (H, W, 3 uint8) mapped from the staining ``fit`` onto the reference; unchanged without a fit."""
+    if fit is None:
+        return rgb
+    remix = ((REFERENCE_MAX_CONCENTRATIONS / fit.maxima)[:, None] * REFERENCE_STAINS.T).astype(np.float32)
+    out = 256.0 * np.exp(-(optical_density(rgb) @ (fit.unmix @ remix))) - 1.0
+    return np.clip(out, 0, 255).reshape(rgb.shape).astype(np.uint8)
+
+
 def normalize_stain(rgb: np.ndarray, method: str = "macenko") -> np.ndarray:
-    """``rgb`` (H, W, 3 uint8) in the reference staining; unchanged for method "none" or too little tissue."""
+    """``rgb`` (H, W, 3 uint8) in the reference staining, estimated from itself; unchanged for method "none"
+    or too little tissue."""
     if method not in METHODS:
         raise ValueError(f"stain normalisation must be one of {METHODS}, got {method!r}")
     if method == "none":
         return rgb
-    od = optical_density(rgb)
-    tissue = np.flatnonzero(((od > TISSUE_OD[0]) & (od < TISSUE_OD[1])).all(axis=1))
-    if len(tissue) < MIN_TISSUE_PIXELS:
-        return rgb
-    sample = od[tissue[:: max(1, len(tissue) // SAMPLE_PIXELS)]]
-    stains = stain_vectors(sample)
-    unmix = np.linalg.pinv(stains).T.astype(np.float32)  # (3, 2): OD rows -> concentrations
-    maxima = np.percentile(sample @ unmix, 99, axis=0)
-    if (maxima <= 0).any():
-        return rgb
-    remix = ((REFERENCE_MAX_CONCENTRATIONS / maxima)[:, None] * REFERENCE_STAINS.T).astype(np.float32)
-    out = 256.0 * np.exp(-(od @ (unmix @ remix))) - 1.0
-    return np.clip(out, 0, 255).reshape(rgb.shape).astype(np.uint8)
+    return apply_stain(rgb, fit_stain(rgb))

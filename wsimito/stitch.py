@@ -11,14 +11,12 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
+from wsimito.schema import DETECTION_COLUMNS
 from wsimito.tiling import Tile
-
-# columns of a slide's detection table, level-0 pixels of the QuPath frame
-COLUMNS = ("x", "y", "score", "x0", "y0", "x1", "y1")
 
 
 def tile_to_slide(tile: Tile, boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """(N, 7) table of the detections whose centre lies in ``tile``'s core, in level-0 pixels."""
+    """(N, 7) table (``DETECTION_COLUMNS``) of the detections whose centre lies in ``tile``'s core."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     level0 = boxes * [tile.scale_x, tile.scale_y, tile.scale_x, tile.scale_y] + [tile.x, tile.y, tile.x, tile.y]
     cx, cy = (level0[:, 0] + level0[:, 2]) / 2, (level0[:, 1] + level0[:, 3]) / 2
@@ -32,7 +30,7 @@ def merge_duplicates(table: np.ndarray, radius_px: float) -> np.ndarray:
 
     Sorted by (score desc, y, x) first, so the result does not depend on tile order.
     """
-    table = np.asarray(table, np.float64).reshape(-1, len(COLUMNS))
+    table = np.asarray(table, np.float64).reshape(-1, len(DETECTION_COLUMNS))
     if len(table) < 2:
         return table
     table = table[np.lexsort((table[:, 0], table[:, 1], -table[:, 2]))]

@@ -37,7 +37,10 @@ class TissueMask:
 
 
 def detect_tissue(slide, config: TissueConfig = TissueConfig()) -> TissueMask:
-    """The tissue mask of a slide, computed on a thumbnail at ``config.mpp``."""
+    """The tissue mask of a slide, computed on a thumbnail at ``config.mpp`` (all of it with ``config.whole``)."""
+    if config.whole:
+        width, height = slide.size_at(config.mpp)
+        return TissueMask(np.ones((height, width), bool), config.mpp, (slide.resolution.mpp_x, slide.resolution.mpp_y))
     thumbnail = slide.read_whole(config.mpp)
     mask = tissue_mask_from_rgb(thumbnail, config.mpp, config)
     return TissueMask(mask, config.mpp, (slide.resolution.mpp_x, slide.resolution.mpp_y))

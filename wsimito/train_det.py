@@ -16,18 +16,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from wsimito.boxes import nms
+from wsimito.bundle import MitosisModel
 from wsimito.config import Config
+from wsimito.datasets.splits import split_images
 from wsimito.datasets.truth import read_truth
 from wsimito.errors import WsimitoError
+from wsimito.evaluation import Detections, evaluate, threshold_sweep
+from wsimito.inference import propose_image
 from wsimito.labels import make_boxes, read_boxes_csv
-from wsimito.metrics import Detections, evaluate, threshold_sweep
-from wsimito.model import MitosisModel, propose_image
-from wsimito.proposals import nms, proposal_recall
+from wsimito.nets.inputs import to_tensor
+from wsimito.proposals import proposal_recall
 from wsimito.rcnn import PIECE_OVERLAP, RCNN, Sample
-from wsimito.segmentation import SegmentationModel, segment_array, to_tensor
+from wsimito.segmentation import SegmentationModel, segment_array
 from wsimito.slide import open_slide
-from wsimito.train_seg import split_images
-
 
 # Training images propose at this fraction of detector.proposal_threshold. Phase 1 was trained on them (or on
 # images like them) and segments their look-alikes (pyknotic and apoptotic nuclei, lymphocytes) far less than
@@ -77,12 +79,12 @@ def train_detector(fields: list[LabelledField], segmentation: SegmentationModel,
     stage("training the R-CNN")
     calibration, sources = _calibration_images(fields, proposals, train_idx, val_idx, config)
     rcnn.fit(train, seed=seed, on_epoch=after_epoch, calibration=calibration, calibration_sources=sources)
-    if config.detector.choose_threshold and rcnn.f1_threshold is not None:
-        config = replace(config, detector=replace(config.detector, threshold=rcnn.f1_threshold))
+    if config.detector.choose_threshold and rcnn.f1_threshold_ is not None:
+        config = replace(config, detector=replace(config.detector, threshold=rcnn.f1_threshold_))
     model = MitosisModel(segmentation, rcnn, config)
     report = {"train_images": len(train_idx), "val_images": len(val_idx), "history": history,
               "label_boxes": _label_sources(fields), "proposals_per_image": _mean_count(proposals),
-              "calibrated_on": rcnn.calibrated_on, "threshold": config.detector.threshold}
+              "calibrated_on": rcnn.calibrated_on_, "threshold": config.detector.threshold}
     if val:
         report["val_proposal_recall"] = _proposal_recall(val)
         report.update(_final_scores(model, val, config))
@@ -133,15 +135,15 @@ def _cnn_f1(rcnn: RCNN, val, config: Config) -> float:
     was_training = rcnn.cnn.training
     rcnn.cnn.eval()
     tp = fp = fn = 0
-    for field, boxes in val:
+    for image, boxes in val:
         centres = np.zeros((0, 2))
         if len(boxes):
-            regions = rcnn.warp(field.rgb, boxes)
+            regions = rcnn.warp(image.rgb, boxes)
             scores = torch.softmax(rcnn.cnn(to_tensor(regions, rcnn.device)), 1)[:, 1].cpu().numpy()
             keep = nms(boxes, scores, config.detector.nms_iou, PIECE_OVERLAP)
             keep = keep[scores[keep] >= 0.5]
             centres = _centres(boxes[keep])
-        result = evaluate({"f": Detections(centres, np.ones(len(centres)))}, {"f": field.points}, config.tiling.mpp,
+        result = evaluate({"f": Detections(centres, np.ones(len(centres)))}, {"f": image.points}, config.tiling.mpp,
                           radius_um=config.evaluation.radius_um, rule=config.evaluation.match)
         tp, fp, fn = tp + result.pooled.tp, fp + result.pooled.fp, fn + result.pooled.fn
     if was_training:
@@ -151,10 +153,10 @@ def _cnn_f1(rcnn: RCNN, val, config: Config) -> float:
 
 def _final_scores(model: MitosisModel, val, config: Config) -> dict:
     detections, truth = {}, {}
-    for field, boxes in val:
-        found, scores = model.rcnn.predict(field.rgb, boxes)
-        detections[field.name] = Detections(_centres(found), scores)
-        truth[field.name] = field.points
+    for image, boxes in val:
+        found, scores = model.rcnn.predict(image.rgb, boxes)
+        detections[image.name] = Detections(_centres(found), scores)
+        truth[image.name] = image.points
     mpp, radius, rule = config.tiling.mpp, config.evaluation.radius_um, config.evaluation.match
     at_threshold = evaluate(detections, truth, mpp, radius_um=radius, rule=rule, threshold=config.detector.threshold)
     sweep = threshold_sweep(detections, truth, mpp, radius_um=radius, rule=rule)

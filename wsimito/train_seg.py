@@ -14,14 +14,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from wsimito.augment import dihedral, stain_jitter
 from wsimito.config import Config, plain
+from wsimito.datasets.splits import split_images
 from wsimito.errors import WsimitoError
-from wsimito.segmentation import SegmentationModel, segment_array, to_tensor
+from wsimito.nets.inputs import to_tensor
+from wsimito.outputs.atomic import atomic_path
+from wsimito.segmentation import SegmentationModel, segment_array
 
 
 @dataclass
@@ -33,26 +35,6 @@ class EpochReport:
     val_dice: float  # soft Dice of the probability map on held-out images (nan: none held out)
     val_pixel_f1: float  # F1 of pixels at probability 0.5
     seconds: float
-
-
-def resample_to_mpp(rgb: np.ndarray, mask: np.ndarray, mpp: float, target_mpp: float):
-    """Image (area-averaged) and mask (area share >= 0.5) at ``target_mpp``."""
-    if abs(mpp - target_mpp) < 1e-6 * target_mpp:
-        return rgb, mask
-    height, width = mask.shape
-    size = (max(1, round(width * mpp / target_mpp)), max(1, round(height * mpp / target_mpp)))
-    shrink = target_mpp > mpp
-    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-    rgb = cv2.resize(rgb, size, interpolation=interpolation)
-    share = cv2.resize(mask.astype(np.float32), size, interpolation=interpolation)
-    return rgb, (share >= 0.5).astype(np.uint8)
-
-
-def split_images(count: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Image-level split (crops of one image never land on both sides); no validation below 2 images."""
-    order = np.random.default_rng(seed).permutation(count).tolist()
-    n_val = min(count - 1, max(1, round(count * val_fraction))) if count > 1 and val_fraction > 0 else 0
-    return sorted(order[n_val:]), sorted(order[:n_val])
 
 
 class CropSampler:
@@ -80,7 +62,8 @@ class CropSampler:
             rgb, mask = self.images[rng.integers(len(self.images))]
             y = int(rng.integers(mask.shape[0] - self.crop + 1))
             x = int(rng.integers(mask.shape[1] - self.crop + 1))
-        image, label = dihedral(rgb[y : y + self.crop, x : x + self.crop], mask[y : y + self.crop, x : x + self.crop], rng)
+        window = (slice(y, y + self.crop), slice(x, x + self.crop))
+        image, label = dihedral(rgb[window], mask[window], rng)
         return stain_jitter(image, rng, self.stain_sigma, self.brightness), label
 
 
@@ -210,13 +193,10 @@ def _pad_to(rgb: np.ndarray, mask: np.ndarray, size: int):
 
 
 def _save_checkpoint(path: Path, model, optimizer, epochs_done: int, history: list) -> None:
-    partial = path.with_name(path.name + ".partial")
-    torch.save(
-        {"model": model.state(), "optimizer": optimizer.state_dict(), "epochs_done": epochs_done,
-         "history": plain(history)},
-        partial,
-    )
-    partial.replace(path)
+    state = {"model": model.state(), "optimizer": optimizer.state_dict(), "epochs_done": epochs_done,
+             "history": plain(history)}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def _load_checkpoint(path: Path, model, optimizer, device) -> tuple[int, list]:

@@ -22,6 +22,8 @@ from wsimito.errors import WsimitoError
 _HAMAMATSU_MPP, _APERIO_MPP = 0.23, 0.25
 # The PRLAB patches do not state their resolution; they look like 40x TUPAC tiles.
 PRLAB_ASSUMED_MPP = 0.25
+# Nor do the AtNorM-MD crops; MIDOG++ was scanned at 0.23-0.25 µm/px.
+ATNORM_ASSUMED_MPP = 0.25
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,17 @@ def _amibr_mpp(row: dict) -> float:
     if row["dataset"] == "MIDOG21" and int(Path(row["slide"]).stem) <= 100:
         return _HAMAMATSU_MPP
     return _APERIO_MPP
+
+
+def atnorm_crops(folder) -> list[Crop]:
+    """AtNorM-MD crops (MIDOG++ training set: several tumour types, species and scanners), each a mitosis at
+    its centre; the resolution is not stated, so the 40x scanners' usual one is assumed."""
+    folder = Path(folder)
+    paths = sorted((folder / "AtNorM-MD").glob("*/*.png"))
+    if not paths:
+        raise WsimitoError(f"{folder}: no AtNorM-MD/{{Atypical,Normal}}/*.png crops")
+    return [Crop(path, ATNORM_ASSUMED_MPP, np.array([[63.5, 63.5]]), f"AtNorM-MD/{path.parent.name}/{path.stem}")
+            for path in paths]
 
 
 def prlab_patches(folder) -> list[Crop]:

@@ -40,7 +40,8 @@ class LabelledImage:
         else:
             mask = (read_gray(self.label) > 0).astype(np.uint8)
             if mask.shape != rgb.shape[:2]:
-                raise WsimitoError(f"{self.label}: mask is {mask.shape[::-1]}, image {self.image.name} is {rgb.shape[1::-1]}")
+                raise WsimitoError(f"{self.label}: mask is {mask.shape[::-1]}, "
+                                   f"image {self.image.name} is {rgb.shape[1::-1]}")
         return rgb, mask
 
 
@@ -61,7 +62,8 @@ def find_labelled_images(paths) -> list[LabelledImage]:
             elif not path.is_dir():
                 raise WsimitoError(f"{image}: no pixel labels beside it ({image.stem}_mask.png or {image.stem}.csv)")
     if not found:
-        raise WsimitoError(f"no labelled images in {', '.join(map(str, paths))} (need NAME_mask.png or NAME.csv beside each image)")
+        raise WsimitoError(f"no labelled images in {', '.join(map(str, paths))} "
+                           "(need NAME_mask.png or NAME.csv beside each image)")
     return sorted(found, key=lambda item: str(item.image))
 
 

@@ -19,7 +19,8 @@ class RegionCNN(nn.Module):
         super().__init__()
         layers, channels = [], in_channels
         for index, width in enumerate(widths):
-            layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                       nn.ReLU(inplace=True)]
             if index < len(widths) - 1:
                 layers.append(nn.MaxPool2d(2))
             channels = width

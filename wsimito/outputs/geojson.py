@@ -9,11 +9,13 @@ slide and the box, so a rerun writes the same file.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from pathlib import Path
 
 import numpy as np
+
+from wsimito.outputs.atomic import atomic_path
+from wsimito.schema import DETECTION_COLUMNS
 
 MITOSIS_COLOUR = [230, 30, 60]
 HOTSPOT_COLOUR = [250, 200, 0]
@@ -26,9 +28,9 @@ def _rectangle(x0, y0, x1, y1) -> dict:
 
 
 def detection_features(slide_id: str, table: np.ndarray) -> list[dict]:
-    """One Feature per row of a detection table (x, y, score, x0, y0, x1, y1)."""
+    """One Feature per row of a detection table (``DETECTION_COLUMNS``)."""
     features = []
-    for x, y, score, x0, y0, x1, y1 in np.asarray(table).reshape(-1, 7):
+    for _x, _y, score, x0, y0, x1, y1 in np.asarray(table).reshape(-1, len(DETECTION_COLUMNS)):
         key = f"{slide_id}:{x0:.2f}:{y0:.2f}:{x1:.2f}:{y1:.2f}"
         features.append({
             "type": "Feature",
@@ -71,7 +73,6 @@ def hotspot_feature(slide_id: str, summary: dict, mpp: float) -> dict | None:
 
 def write_geojson(path, features: list[dict]) -> Path:
     path = Path(path)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
-    partial.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
     return path

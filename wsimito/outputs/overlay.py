@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from wsimito.outputs.atomic import atomic_path
+from wsimito.schema import DETECTION_COLUMNS
 
 
 def write_overlay(path, thumbnail: np.ndarray, tissue_mask: np.ndarray, table: np.ndarray,
@@ -18,10 +20,9 @@ def write_overlay(path, thumbnail: np.ndarray, tissue_mask: np.ndarray, table: n
     cv2.drawContours(image, contours, -1, (60, 160, 60), 1)
     sx, sy = level0_per_px
     radius = max(3, int(round(min(image.shape[:2]) / 150)))
-    for x, y in np.asarray(table).reshape(-1, 7)[:, :2]:
+    for x, y in np.asarray(table).reshape(-1, len(DETECTION_COLUMNS))[:, :2]:
         cv2.circle(image, (int(round(x / sx)), int(round(y / sy))), radius, (60, 30, 230), 1, cv2.LINE_AA)
     path = Path(path)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial.png")
-    cv2.imwrite(str(partial), image)
-    partial.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(cv2.imencode(".png", image)[1].tobytes())  # imwrite would want .png in the name
     return path

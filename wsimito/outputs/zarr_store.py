@@ -4,12 +4,14 @@ Layout::
 
     <slide>.zarr/
       probability/0, 1, ...   uint8 mitosis probability x 255 at the model mpp, then 2x, 4x, ... coarser
-      detections              float64 (N, 7): x, y, score, x0, y0, x1, y1 in level-0 pixels
+      detections              float64 (N, 7): x, y, score, x0, y0, x1, y1 in level-0 pixels (schema.DETECTION_COLUMNS)
 
 Level 0 is chunked by the tile stride so each tile's core is exactly one chunk:
 tiles write concurrently without sharing a chunk. The store is built under
-``<slide>.zarr.partial`` and renamed when complete; ``attrs["complete"]`` is
-set last, so a killed run never leaves a store that looks finished.
+``<slide>.zarr.partial`` (a fixed name: the next run, holding the slide's lock,
+clears what a killed one left there) and renamed when complete, an old store
+deleted only once the new one is in its place; ``attrs["complete"]`` is set
+last, so a killed run never leaves a store that looks finished.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from wsimito.stitch import COLUMNS
+from wsimito.outputs.atomic import replace_directory
+from wsimito.schema import DETECTION_COLUMNS
 
 _MIN_LEVEL_SIDE = 256
 
@@ -45,19 +48,16 @@ class SlideStore:
     def finish(self, table: np.ndarray, attributes: dict) -> Path:
         """Add the pyramid and the detections, mark complete, and move into place."""
         self._build_pyramid()
-        table = np.asarray(table, np.float64).reshape(-1, len(COLUMNS))
+        table = np.asarray(table, np.float64).reshape(-1, len(DETECTION_COLUMNS))
         detections = self.root.create_array("detections", shape=table.shape, dtype="float64",
-                                            chunks=(max(1, min(len(table), 65536)), len(COLUMNS)),
+                                            chunks=(max(1, min(len(table), 65536)), len(DETECTION_COLUMNS)),
                                             dimension_names=("detection", "column"))
         if len(table):
             detections[:] = table
-        detections.attrs["columns"] = list(COLUMNS)
+        detections.attrs["columns"] = list(DETECTION_COLUMNS)
         self.root.attrs.update(attributes)
         self.root.attrs["complete"] = True
-        if self.path.exists():
-            shutil.rmtree(self.path)
-        self.partial.rename(self.path)
-        return self.path
+        return replace_directory(self.partial, self.path)
 
     def _build_pyramid(self) -> None:
         """Each level the 2x2 mean of the one above, block by block (memory independent of slide size).
@@ -102,4 +102,5 @@ def is_complete(path) -> bool:
 
 
 def read_detections(path) -> np.ndarray:
-    return np.asarray(zarr.open_group(str(path), mode="r")["detections"][:], np.float64).reshape(-1, len(COLUMNS))
+    table = zarr.open_group(str(path), mode="r")["detections"][:]
+    return np.asarray(table, np.float64).reshape(-1, len(DETECTION_COLUMNS))

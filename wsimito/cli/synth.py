@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from wsimito.cli.common import HELP_SETTINGS
+
 
 def _size(ctx, param, value):
     if value is None:
@@ -21,7 +23,7 @@ def _size(ctx, param, value):
     return tuple(parts)
 
 
-@click.command()
+@click.command(context_settings=HELP_SETTINGS)
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--fields", type=click.IntRange(min=0), default=8, show_default=True,
               help="High-power fields to write (PNG + mask PNG + centroids.csv).")

@@ -23,7 +23,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from wsimito.errors import WsimitoError
 
@@ -153,6 +152,8 @@ def _best_circle(points: np.ndarray, radius: float, bounds) -> tuple[int, tuple[
         region = (bounds[0] + radius, bounds[1] + radius, bounds[2] - radius, bounds[3] - radius)
     if not len(points):
         return 0, ((0.0, 0.0) if region is None else (region[0], region[1]))
+    from scipy.spatial import cKDTree
+
     tree = cKDTree(points)
     reach = radius * (1 + _TOL)
     candidates = [points if region is None else np.clip(points, region[:2], region[2:])]

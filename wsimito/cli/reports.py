@@ -11,8 +11,10 @@ from pathlib import Path
 
 import click
 
+from wsimito.cli.common import HELP_SETTINGS
 
-@click.command("merge-reports", context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.command("merge-reports", context_settings=HELP_SETTINGS)
 @click.argument("output", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--expect", "expect_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Text file of the slides that must all have a row: paths (as given to detect) or slide ids, "

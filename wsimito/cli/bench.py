@@ -7,9 +7,11 @@ from pathlib import Path
 
 import click
 
+from wsimito.cli.common import HELP_SETTINGS, device_option, resolve_device
 
-@click.command()
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+
+@click.command(context_settings=HELP_SETTINGS)
+@device_option
 @click.option("--slide", "slide_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Measure on this slide instead of a synthetic one.")
 @click.option("--size", type=click.IntRange(min=512), default=8192, show_default=True,
@@ -33,12 +35,11 @@ def bench(device, slide_path, size, quick, model_path, workers, as_json):
         wsimito bench --slide wsimito/data/CMU-1-Small-Region.svs
     """
     from wsimito.bench import run_bench
-    from wsimito.cli import _device
+    from wsimito.bundle import MitosisModel, bundle_sha256
     from wsimito.config import load_config
-    from wsimito.model import MitosisModel, bundle_sha256
     from wsimito.weights import default_model_path
 
-    device = _device(device)
+    device = resolve_device(device)
     model_path = model_path or default_model_path()
     model = MitosisModel.load(model_path, device)
     size = min(size, 4096) if quick else size

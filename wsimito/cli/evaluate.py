@@ -1,8 +1,7 @@
 """``wsimito evaluate``: detections against ground truth, per image and pooled.
 
 A ``click.Command`` registered on the main group with ``main.add_command(evaluate)``; like the
-rest of the CLI it only parses, calls :mod:`wsimito.metrics` and :mod:`wsimito.datasets.truth`,
-and prints.
+rest of the CLI it only parses, calls :mod:`wsimito.evaluation` and prints.
 """
 
 from __future__ import annotations
@@ -13,13 +12,19 @@ from pathlib import Path
 
 import click
 
-from wsimito.errors import WsimitoError
-from wsimito.metrics import MATCH_RULES
+from wsimito.cli.common import HELP_SETTINGS
+from wsimito.evaluation import (
+    MATCH_RULES,
+    load_evaluation_inputs,
+    plot_precision_recall,
+    threshold_sweep,
+    write_per_image_csv,
+    write_sweep_csv,
+)
+from wsimito.evaluation import evaluate as evaluate_detections
 
-_PER_IMAGE_COLUMNS = ["image", "mpp", "n_truth", "n_detections", "tp", "fp", "fn", "precision", "recall", "f1"]
 
-
-@click.command("evaluate", context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("evaluate", context_settings=HELP_SETTINGS)
 @click.argument("detections", type=click.Path(exists=True, path_type=Path))
 @click.option("--truth", "truth_path", required=True, type=click.Path(exists=True, path_type=Path),
               help="Ground truth: centroid CSV (image,x,y), MIDOG/MIDOG++ json, GeoJSON, MITOS-ATYPIA-14 "
@@ -57,93 +62,27 @@ def evaluate(detections, truth_path, radius_um, rule, threshold, mpp, as_json, o
         wsimito evaluate out/detections.csv --truth MIDOG.json --mpp 0.25 --radius-um 7.5 --match greedy
         wsimito evaluate out/ --truth truth.geojson --threshold 0.6 -o metrics.csv --sweep-dir sweep/ --json
     """
-    from wsimito.datasets.truth import read_truth
-    from wsimito.metrics import evaluate as evaluate_detections
-    from wsimito.metrics import plot_precision_recall, read_detections_csv, threshold_sweep, write_sweep_csv
-    from wsimito.outputs.tables import write_csv_atomic
-
-    detections_csv = detections / "detections.csv" if detections.is_dir() else detections
-    if not detections_csv.is_file():
-        raise WsimitoError(f"{detections}: no detections.csv in this folder")
-    found = read_detections_csv(detections_csv)
-    truth = read_truth(truth_path)
-    images, mpps, notes, slides = _images_and_mpps(detections_csv, found, truth, mpp)
-    if truth and slides and not set(slides) & set(truth):
-        raise WsimitoError(
-            f"{truth_path}: none of its {len(truth)} images ({_some(truth)}) is among the {len(slides)} "
-            f"slides in {detections_csv.parent} ({_some(slides)}); truth keys must equal the slide names"
-        )
-    unused = set(truth) - set(images)
-    if unused:
-        notes.append(f"{len(unused)} images in {truth_path.name} were not evaluated ({_some(sorted(unused))})")
-    result = evaluate_detections(found, truth, mpps, images=images, radius_um=radius_um, rule=rule,
-                                 threshold=threshold)
+    inputs = load_evaluation_inputs(detections, truth_path, mpp)
+    result = evaluate_detections(inputs.detections, inputs.truth, inputs.mpp, images=inputs.images,
+                                 radius_um=radius_um, rule=rule, threshold=threshold)
     report = result.as_dict()
     if output:
-        write_csv_atomic(output, _PER_IMAGE_COLUMNS, [r.as_dict() for r in result.per_image])
+        write_per_image_csv(result, output)
     if sweep_dir:
-        sweep = threshold_sweep(found, truth, mpps, images=images, radius_um=radius_um, rule=rule)
+        sweep = threshold_sweep(inputs.detections, inputs.truth, inputs.mpp, images=inputs.images,
+                                radius_um=radius_um, rule=rule)
         write_sweep_csv(sweep, sweep_dir / "sweep.csv")
         plot_precision_recall(sweep, sweep_dir / "precision_recall.png")
         best = sweep.best
         report["sweep"] = {"best_threshold": sweep.best_threshold,
                            "best_f1": None if best is None else float(sweep.f1[best]),
                            "csv": str(sweep_dir / "sweep.csv"), "png": str(sweep_dir / "precision_recall.png")}
-    for note in notes:
+    for note in inputs.notes:
         click.echo(f"wsimito: note: {note}", err=True)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
         _print_table(report)
-
-
-def _images_and_mpps(detections_csv: Path, found: dict, truth: dict, mpp: float | None):
-    """The images to score, their mpp, notes for the user, and the slides the detector reports on.
-
-    Those slides are counts.csv's (every slide run, detections or not) or else the slides that
-    have detections; truth sharing no name with them is a naming mistake, not a score of 0.
-    """
-    from wsimito.metrics import read_slide_table
-
-    counts_csv = detections_csv.with_name("counts.csv")
-    notes = []
-    if counts_csv.is_file():
-        table = read_slide_table(counts_csv)
-        failed = [s for s, row in table.items() if (row.get("status") or "ok") != "ok"]
-        if failed:
-            notes.append(f"{len(failed)} slides with a status other than ok in {counts_csv} are not evaluated "
-                         f"({_some(failed)})")
-        images = sorted(s for s in table if s not in failed)
-        stray = sorted(set(found) - set(table))
-        if stray:
-            raise WsimitoError(f"{detections_csv}: slide {stray[0]} has detections but no row in {counts_csv}")
-        slides = sorted(table)
-    else:
-        table = {}
-        images = sorted(set(found) | set(truth))
-        slides = sorted(found)
-    if mpp is not None:
-        return images, mpp, notes, slides
-    mpps = {}
-    for image in images:
-        if image not in table:
-            raise WsimitoError(f"{image}: no mpp known; pass --mpp, or put a counts.csv with columns slide,mpp "
-                               f"beside {detections_csv}")
-        value = table[image]["mpp"]
-        if not value:
-            raise WsimitoError(f"{counts_csv}: slide {image} has no mpp; pass --mpp")
-        try:
-            mpps[image] = float(value)
-        except ValueError:
-            raise WsimitoError(f"{counts_csv}: slide {image}: mpp {value!r} is not a number") from None
-        if not mpps[image] > 0:
-            raise WsimitoError(f"{counts_csv}: slide {image}: mpp must be positive, got {value}")
-    return images, mpps, notes, slides
-
-
-def _some(names, shown: int = 3) -> str:
-    names = list(names)
-    return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
 
 
 def _print_table(report: dict) -> None:

@@ -1,0 +1,86 @@
+"""The R-CNN's options beyond the paper's defaults: hard-negative rounds, the CNN's own softmax as the head,
+test-time flips, an area-scaled region cap; and the estimator's conventions (fitted attributes, not-fitted
+error, saved state). Trained for seconds on synthetic fields: these check the machinery, not accuracy."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.exceptions import NotFittedError
+
+from wsimito.config import load_config
+from wsimito.nets.inputs import to_tensor
+from wsimito.rcnn import RCNN, Sample
+from wsimito.synth import make_field, mitosis_boxes
+
+# a region CNN small enough to train in seconds
+TINY = {"detector.epochs": 2, "detector.batches_per_epoch": 4, "detector.cnn_widths": [8, 16], "detector.warp": 32,
+        "detector.context": 4, "detector.max_regions_per_image": 16}
+
+
+def _samples(count=3):
+    samples = []
+    for seed in range(count):
+        field = make_field((256, 256), mpp=0.5, seed=seed, n_mitoses=2)
+        boxes = mitosis_boxes(field.mask, field.centroids)
+        boxes = boxes[~np.isnan(boxes).any(axis=1)]
+        # proposals: the label boxes shifted a little, and boxes around random background points
+        rng = np.random.default_rng(seed)
+        corners = rng.uniform(0, 220, (12, 2))
+        background = np.column_stack([corners, corners + 20])
+        samples.append(Sample(field.image, boxes, np.concatenate([boxes + 1, background])))
+    return samples
+
+
+def _config(**detector):
+    overrides = {**TINY, **{f"detector.{k}": v for k, v in detector.items()}}
+    return load_config(None, overrides).detector
+
+
+def test_predict_before_fit_is_a_clear_not_fitted_error():
+    rcnn = RCNN(_config())
+    with pytest.raises(NotFittedError, match="not fitted"):
+        rcnn.predict(np.zeros((64, 64, 3), np.uint8), np.array([[0, 0, 10, 10]]))
+
+
+def test_softmax_head_scores_by_the_cnns_own_logit_difference():
+    samples = _samples()
+    rcnn = RCNN(_config(head="softmax")).fit(samples, seed=0)
+    regions = rcnn.warp(samples[0].rgb, samples[0].proposals)
+    with torch.no_grad():
+        logits = rcnn.cnn(to_tensor(regions, "cpu")).double().numpy()
+    margins = rcnn._margin(rcnn._scaled(regions))
+    np.testing.assert_allclose(margins, logits[:, 1] - logits[:, 0], rtol=1e-4, atol=1e-4)
+
+
+def test_hard_negative_rounds_add_the_cnns_worst_false_proposals():
+    samples = _samples()
+    rcnn = RCNN(_config(mining_rounds=1, cap_tile_px=128)).fit(samples, seed=0)
+    mined = rcnn._hard_negatives(samples)
+    # a 256 px image holds four 128 px tiles' share of the cap, and mined regions lie clear of every label box
+    assert 0 < len(mined.pixels) <= len(samples) * np.ceil(rcnn._cap(samples[0].rgb) / 2)
+    assert rcnn._cap(samples[0].rgb) == 4 * rcnn.config.max_regions_per_image
+    assert mined.mined.all() and not mined.is_proposal.any() and (mined.best_iou == 0).all()
+
+
+def test_flip_averaged_scores_do_not_change_when_the_image_is_flipped():
+    samples = _samples()
+    rcnn = RCNN(_config(tta=True)).fit(samples, seed=0)
+    image, boxes = samples[0].rgb, samples[0].proposals
+    flipped = np.ascontiguousarray(image[:, ::-1])
+    width = image.shape[1]
+    mirrored = np.column_stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]])
+    plain = rcnn.calibrated(rcnn._margin(rcnn._scaled(rcnn.warp(image, boxes), tta=True)))
+    mirror = rcnn.calibrated(rcnn._margin(rcnn._scaled(rcnn.warp(flipped, mirrored), tta=True)))
+    np.testing.assert_allclose(plain, mirror, atol=2e-3)
+
+
+def test_saved_state_keeps_its_keys_and_gives_the_same_scores():
+    samples = _samples()
+    rcnn = RCNN(_config()).fit(samples, seed=0)
+    state = rcnn.state()
+    assert set(state["arrays"]) == {"feature_mean", "feature_scale", "svm_coef", "ridge_coef", "ridge_intercept"}
+    assert {"config", "cnn", "arrays", "svm_intercept", "platt"} == set(state)
+    loaded = RCNN.from_state(state)
+    before = rcnn.predict(samples[1].rgb, samples[1].proposals)
+    after = loaded.predict(samples[1].rgb, samples[1].proposals)
+    np.testing.assert_allclose(before[1], after[1])
