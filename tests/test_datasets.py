@@ -78,3 +78,20 @@ def test_centroid_csv_errors(tmp_path):
     bad.write_text("image,x,y\na,one,2\n")
     with pytest.raises(WsimitoError, match="line 2"):
         read_centroid_csv(bad)
+
+
+def test_amibr_crops_take_their_real_masks_from_the_masks_split_folders(data):
+    patches = data / "ami-br-patches" / "patches" / "normal"
+    train = find_labelled_images([patches], masks=data / "ami-br-masks" / "Train")
+    test = find_labelled_images([patches], masks=data / "ami-br-masks" / "Test")
+    # the split is by source slide (PROVENANCE.md: 2028 normal crops in Train, 860 in Test), never by crop
+    assert (len(train), len(test)) == (2028, 860)
+    assert not {item.image for item in train} & {item.image for item in test}
+    assert all("/Train/" in str(item.label) and item.label.stem == item.image.stem for item in train)
+    rgb, mask = train[0].load()
+    assert rgb.shape == (128, 128, 3) and 0 < mask.mean() < 0.25  # a figure, not the whole crop
+
+
+def test_masks_folder_that_is_not_a_folder_is_an_error(data, tmp_path):
+    with pytest.raises(WsimitoError, match="not a folder of masks"):
+        find_labelled_images([data / "ami-br-patches" / "patches" / "normal"], masks=tmp_path / "missing")

@@ -30,24 +30,33 @@ from wsimito.cli.common import (
 @config_option
 @click.option("--data-mpp", type=click.FloatRange(min=0, min_open=True),
               help="µm/px of the images when the data set does not record it (MITOS 2012 scanner A: 0.2456).")
+@click.option("--masks", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder of masks NAME.png, one per image NAME of DATA (searched recursively), instead of masks "
+                   "beside the images; only images with a mask there are used.")
+@click.option("--val-masks", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Like --masks, for the images to validate on (a split by source slide), instead of a random "
+                   "train_seg.val_fraction of the training images.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Override train_seg.epochs.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds weights, split, crops, augmentation.")
 @click.option("--resume", is_flag=True, help="Continue from <output>.ckpt.")
 @device_option
 @quiet_option
-def train_seg(data, output, config_path, data_mpp, epochs, seed, resume, device, quiet):
+def train_seg(data, output, config_path, data_mpp, masks, val_masks, epochs, seed, resume, device, quiet):
     """Train the phase-1 segmentation network on pixel-labelled images in DATA.
 
     DATA are folders or image files with pixel labels beside them: NAME_mask.png
     (non-zero = mitosis; what `wsimito synth` writes) or a MITOS 2012 pixel-list
-    NAME.csv. Images are resampled to the model mpp (tiling.mpp). Per epoch it
-    prints the loss and the validation Dice and pixel F1 on held-out images.
+    NAME.csv, or in a folder of their own (--masks). Images are resampled to
+    the model mpp (tiling.mpp). Per epoch it prints the loss and the
+    validation Dice and pixel F1 on held-out images (--val-masks chooses them).
 
     \b
     Examples:
         wsimito synth demo/ --fields 16
         wsimito train-seg demo/ -o seg.pt --config configs/seg-tiny.yaml --epochs 5
         wsimito train-seg mitos2012/ --data-mpp 0.2456 -o seg.pt --resume
+        wsimito train-seg ami-br-patches/patches/normal ami-br-patches/patches/atypical --data-mpp 0.25 \
+            --masks ami-br-masks/Train --val-masks ami-br-masks/Test -o seg.pt
     """
     from wsimito.config import load_config
     from wsimito.datasets import find_labelled_images
@@ -56,24 +65,29 @@ def train_seg(data, output, config_path, data_mpp, epochs, seed, resume, device,
 
     overrides = {"train_seg.epochs": epochs} if epochs else {}
     config = load_config(config_path, overrides)
-    items = find_labelled_images(data)
-    images = []
-    for item in items:
-        mpp = item.mpp or data_mpp
-        if mpp is None:
-            raise click.UsageError(f"{item.image}: the data set records no mpp; pass --data-mpp")
-        rgb, mask = item.load()
-        images.append(resample_to_mpp(rgb, mask, mpp, config.tiling.mpp))
+    def load(items):
+        images = []
+        for item in items:
+            mpp = item.mpp or data_mpp
+            if mpp is None:
+                raise click.UsageError(f"{item.image}: the data set records no mpp; pass --data-mpp")
+            rgb, mask = item.load()
+            images.append(resample_to_mpp(rgb, mask, mpp, config.tiling.mpp))
+        return images
+
+    images = load(find_labelled_images(data, masks))
+    val = load(find_labelled_images(data, val_masks)) if val_masks else None
     device = resolve_device(device)
     say = stderr_lines(quiet)
-    say(f"training on {len(images)} images at {config.tiling.mpp} µm/px, {device}")
+    say(f"training on {len(images)} images at {config.tiling.mpp} µm/px, {device}"
+        + (f", validating on {len(val)}" if val is not None else ""))
     with Progress(quiet, "train-seg") as bar:
         def on_epoch(report):
             say(f"\nepoch {report.epoch}/{report.epochs}  loss {report.loss:.4f}  lr {report.lr:.2e}  "
                 f"val dice {report.val_dice:.3f}  pixel F1 {report.val_pixel_f1:.3f}  {report.seconds:.1f}s")
 
         train_segmentation(images, config, output, seed=seed, device=device, resume=resume,
-                           on_step=bar.update_to, on_epoch=on_epoch)
+                           on_step=bar.update_to, on_epoch=on_epoch, val_images=val)
     say(f"model written to {output}")
 
 

@@ -5,7 +5,9 @@ Supported layouts (any mix within a folder):
 * ``NAME.png|jpg|bmp|tif`` with ``NAME_mask.png`` (0 = background, non-zero = mitosis),
   which is also what ``wsimito synth`` writes (its ``fields.json`` gives the mpp);
 * MITOS 2012: ``NAME.bmp|jpg|png|tif`` with the pixel-list ``NAME.csv``; a multispectral
-  frame ``NAME_BBFF.bmp`` also pairs with ``NAME_BBFF'.csv`` (same NAME, another band/focus).
+  frame ``NAME_BBFF.bmp`` also pairs with ``NAME_BBFF'.csv`` (same NAME, another band/focus);
+* masks in a folder of their own, one ``NAME.png`` per image anywhere under it (the AMi-Br
+  chromosome masks, ``ami-br-masks/Train``): pass that folder as ``masks``.
 """
 
 from __future__ import annotations
@@ -45,8 +47,13 @@ class LabelledImage:
         return rgb, mask
 
 
-def find_labelled_images(paths) -> list[LabelledImage]:
-    """Every labelled image in the given folders and files, sorted by path; an error if none."""
+def find_labelled_images(paths, masks=None) -> list[LabelledImage]:
+    """Every labelled image in the given folders and files, sorted by path; an error if none.
+
+    ``masks``: a folder holding a mask ``NAME.png`` for each image ``NAME.*`` (searched recursively); then
+    only the images with a mask there are labelled, so a data set's own split folder chooses them.
+    """
+    by_name = _masks_by_name(masks) if masks is not None else None
     found = []
     for path in map(Path, paths):
         if not path.exists():
@@ -56,15 +63,22 @@ def find_labelled_images(paths) -> list[LabelledImage]:
         for image in candidates:
             if image.suffix.lower() not in IMAGE_SUFFIXES or image.stem.endswith("_mask"):
                 continue
-            label = _label_for(image)
+            label = _label_for(image) if by_name is None else by_name.get(image.stem)
             if label is not None:
                 found.append(LabelledImage(image, label, mpp))
-            elif not path.is_dir():
+            elif not path.is_dir() and by_name is None:
                 raise WsimitoError(f"{image}: no pixel labels beside it ({image.stem}_mask.png or {image.stem}.csv)")
     if not found:
         raise WsimitoError(f"no labelled images in {', '.join(map(str, paths))} "
                            "(need NAME_mask.png or NAME.csv beside each image)")
     return sorted(found, key=lambda item: str(item.image))
+
+
+def _masks_by_name(folder) -> dict[str, Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise WsimitoError(f"{folder}: not a folder of masks")
+    return {path.stem: path for path in sorted(folder.rglob("*.png"))}
 
 
 def _label_for(image: Path) -> Path | None:
