@@ -23,3 +23,27 @@ def test_odd_edges_repeat_the_last_row_and_column():
     for shape in [(1, 1), (3, 5), (896, 513), (513, 896)]:
         part = rng.integers(0, 256, shape, dtype=np.uint8)
         assert np.array_equal(mean_2x2(part), _float_mean(part)), shape
+
+
+def test_probability_pyramid_is_an_ome_zarr_image_at_the_model_mpp(tmp_path):
+    """A maintained OME-NGFF validator accepts the pyramid; its levels carry the values written, at their µm."""
+    import zarr
+    from ome_zarr_models.v05.image import Image
+
+    from wsimito.outputs.zarr_store import SlideStore
+
+    rng = np.random.default_rng(1)
+    store = SlideStore(tmp_path / "s.zarr", (600, 900), chunk=300, mpp=0.25)
+    cores = {(r, c): rng.random((300, 300)) for r in range(2) for c in range(3)}
+    for (row, col), core in cores.items():
+        store.write_core(row, col, core)
+    store.finish(np.zeros((0, 7)), {"slide": "s"})
+    group = zarr.open_group(str(tmp_path / "s.zarr" / "probability"), mode="r")
+    image = Image.from_zarr(group)  # raises on metadata that is not OME-NGFF 0.5
+    datasets = image.ome_attributes.multiscales[0].datasets
+    assert [d.path for d in datasets] == ["0", "1", "2"]
+    scales = [d.coordinateTransformations[0].scale for d in datasets]
+    assert scales == [[0.25, 0.25], [0.5, 0.5], [1.0, 1.0]]
+    level0 = group["0"][:]
+    assert np.array_equal(level0[300:600, 600:900], np.rint(cores[(1, 2)] * 255).astype(np.uint8))
+    assert np.array_equal(group["1"][:], mean_2x2(level0))

@@ -115,7 +115,7 @@ def detect_slide(path, out: Path, model: MitosisModel, model_sha256: str, config
         stride = tiling.tile_size - 2 * tiling.halo
         everything = tile_grid(slide, tiling)
         grid = (everything[-1].row + 1, everything[-1].col + 1)
-        store = SlideStore(out / f"{identifier}.zarr", (grid[0] * stride, grid[1] * stride), stride)
+        store = SlideStore(out / f"{identifier}.zarr", (grid[0] * stride, grid[1] * stride), stride, model.mpp)
         tick = time.perf_counter()
         stain = slide_stain(model, slide, tiles)
         candidates = _run_tiles(slide, tiles, model, store, device, workers, batch_size, on_tiles, stain)

@@ -3,7 +3,10 @@
 Layout::
 
     <slide>.zarr/
-      probability/0, 1, ...   uint8 mitosis probability x 255 at the model mpp, then 2x, 4x, ... coarser
+      probability/0, 1, ...   uint8 mitosis probability x 255 at the model mpp, then 2x, 4x, ... coarser;
+                              an OME-NGFF 0.5 image (``multiscales``: axes y, x in micrometres, each level's
+                              pixel size, placed on the slide's level-0 frame), so napari, vizarr and QuPath's
+                              OME-Zarr reader open it as a pyramid at its true size
       detections              float64 (N, 7): x, y, score, x0, y0, x1, y1 in level-0 pixels (schema.DETECTION_COLUMNS)
 
 Level 0 is chunked by the tile stride so each tile's core is exactly one chunk:
@@ -29,12 +32,13 @@ _MIN_LEVEL_SIDE = 256
 
 
 class SlideStore:
-    def __init__(self, path, shape: tuple[int, int], chunk: int):
+    def __init__(self, path, shape: tuple[int, int], chunk: int, mpp: float):
         self.path = Path(path)
         self.partial = self.path.with_name(self.path.name + ".partial")
         shutil.rmtree(self.partial, ignore_errors=True)
         self.root = zarr.open_group(str(self.partial), mode="w", zarr_format=3)
         self.chunk = chunk
+        self.mpp = mpp  # µm per level-0 pixel of the map (the model's mpp)
         self.level0 = self.root.create_array("probability/0", shape=shape, dtype="uint8", chunks=(chunk, chunk),
                                              fill_value=0, dimension_names=("y", "x"))
 
@@ -81,6 +85,24 @@ class SlideStore:
                         below[y // 2 : y // 2 + mean.shape[0], x // 2 : x // 2 + mean.shape[1]] = mean
             above = below
         self.root.attrs["pyramid_levels"] = level + 1
+        self.root["probability"].attrs["ome"] = ome_multiscales(level + 1, self.mpp)
+
+
+def ome_multiscales(levels: int, mpp: float) -> dict:
+    """OME-NGFF 0.5 metadata of a pyramid of ``levels`` 2x means at ``mpp`` µm/px.
+
+    Level 0 pixel (0, 0) covers the slide's first ``mpp`` square, so its centre is at mpp/2 µm; a level-k
+    pixel averages 2^k of those, so its centre sits at 2^k * mpp / 2 µm: the translation says so and every
+    level lies exactly on the others and on the slide.
+    """
+    axes = [{"name": name, "type": "space", "unit": "micrometer"} for name in ("y", "x")]
+    datasets = []
+    for level in range(levels):
+        size = mpp * 2**level
+        datasets.append({"path": str(level), "coordinateTransformations": [
+            {"type": "scale", "scale": [size, size]},
+            {"type": "translation", "translation": [size / 2, size / 2]}]})
+    return {"version": "0.5", "multiscales": [{"name": "mitosis probability", "axes": axes, "datasets": datasets}]}
 
 
 def mean_2x2(part: np.ndarray) -> np.ndarray:
