@@ -1,4 +1,4 @@
-"""Augmentations for H&E training crops: dihedral flips and stain/colour jitter.
+"""Augmentations for H&E training crops: dihedral flips, stain/colour jitter, a 20x scan's resolution.
 
 Scanners and labs differ mostly in stain colour and intensity, so the colour
 jitter works in H&E optical-density space (Ruifrok & Johnston stain vectors,
@@ -7,6 +7,7 @@ the HED jitter of Tellez et al. 2018) rather than on raw RGB.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from wsimito.stain import optical_density
@@ -38,3 +39,16 @@ def stain_jitter(image: np.ndarray, rng: np.random.Generator, sigma: float = 0.0
     rgb = 256.0 * np.exp(-od) - 1.0
     rgb *= rng.uniform(1 - brightness, 1 + brightness)
     return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def half_resolution(image: np.ndarray, rng: np.random.Generator, fraction: float) -> np.ndarray:
+    """With probability ``fraction``, the image as a 20x scan shows it at 40x: halved by area, then enlarged.
+
+    A slide scanned at 0.5 µm/px is enlarged to the model's 0.25 µm/px, and its chromatin texture is gone;
+    a model that only saw 40x crops then takes every dark, smooth nucleus for a condensed figure.
+    """
+    if fraction <= 0 or rng.random() >= fraction:
+        return image
+    height, width = image.shape[:2]
+    small = cv2.resize(image, (max(1, width // 2), max(1, height // 2)), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)

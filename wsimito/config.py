@@ -113,6 +113,7 @@ class DetectorConfig:
     mining_rounds: int = 0  # R-CNN hard-negative rounds: add the CNN's worst false proposals, train on
     stain_sigma: float = 0.05  # H&E optical-density jitter of training regions (after normalisation)
     brightness: float = 0.05
+    half_resolution: float = 0.0  # share of training regions shown as a 20x scan enlarged to the model mpp
     head: str = "svm"  # svm: the paper's linear SVM on CNN features; softmax: the CNN's own classifier
     tta: bool = False  # score each region as the mean of its 8 flips and rotations
     fg_iou: float = 0.5  # a region with this IoU to a label box is a positive for the CNN

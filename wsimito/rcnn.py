@@ -36,7 +36,7 @@ from sklearn.linear_model import Ridge
 from sklearn.svm import LinearSVC
 
 from wsimito import devices
-from wsimito.augment import dihedral, stain_jitter
+from wsimito.augment import dihedral, half_resolution, stain_jitter
 from wsimito.boxes import box_iou, decode_boxes, encode_boxes, nms, warp_regions
 from wsimito.calibration import (
     LABEL_BOX_IOU,
@@ -178,7 +178,7 @@ class RCNN:
                                         rng.choice(negatives, c.negatives_per_batch - n_mined),
                                         rng.choice(mined, n_mined) if n_mined else np.zeros(0, np.intp)])
                 labels = np.r_[np.ones(c.positives_per_batch), np.zeros(c.negatives_per_batch)].astype(np.int64)
-                batch = np.stack([_augment(regions.pixels[i], rng, c.stain_sigma, c.brightness) for i in index])
+                batch = np.stack([_augment(regions.pixels[i], rng, c) for i in index])
                 loss = torch.nn.functional.cross_entropy(self.cnn(to_tensor(batch, self.device)),
                                                          torch.from_numpy(labels).to(self.device))
                 optimizer.zero_grad(set_to_none=True)
@@ -385,9 +385,10 @@ class RCNN:
         return model
 
 
-def _augment(region: np.ndarray, rng, stain_sigma: float, brightness: float) -> np.ndarray:
+def _augment(region: np.ndarray, rng, config: DetectorConfig) -> np.ndarray:
     flipped, _ = dihedral(region, region[..., 0], rng)
-    return stain_jitter(flipped, rng, stain_sigma, brightness)
+    return stain_jitter(half_resolution(flipped, rng, config.half_resolution), rng, config.stain_sigma,
+                        config.brightness)
 
 
 def _dihedral_views(x: torch.Tensor) -> list[torch.Tensor]:
