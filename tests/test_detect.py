@@ -173,3 +173,29 @@ def test_shards_are_a_stable_partition():
     shards = [[n for n in names if in_shard(n, (i, 3))] for i in range(3)]
     assert sorted(sum(shards, [])) == sorted(names) and all(shards)
     assert [n for n in reversed(names) if in_shard(n, (1, 3))] == list(reversed(shards[1]))
+
+
+def test_a_rerun_answers_the_question_asked_never_with_stale_counts(data, tiny_model, busy_model, tmp_path):
+    """Same folder, another threshold: the stored candidates are counted again (no network run). Same folder,
+    another model: refused with a one-line error naming --overwrite, never the old counts."""
+    field = data / "mitos2012-icpr/images/A00_00.jpg"
+    out = tmp_path / "out"
+    first = wsimito("detect", field, "--mpp", "0.2456", "-o", out, "--model", busy_model, "--threshold", "0",
+                    "--quiet")
+    assert first.returncode == 0, first.stderr
+    candidates = zarr.open_group(str(out / "A00_00.zarr"), mode="r")["detections"][:]
+    assert len(candidates) > 2  # the busy model scores plenty
+    cut = float(np.median(candidates[:, 2]))
+    again = wsimito("detect", field, "--mpp", "0.2456", "-o", out, "--model", busy_model, "--threshold", cut)
+    assert again.returncode == 0, again.stderr
+    assert "no network run" in again.stderr
+    row = read_csv(out / "counts.csv")[0]
+    assert float(row["threshold"]) == pytest.approx(cut)
+    assert int(row["mitoses"]) == int((candidates[:, 2] >= cut).sum()) < len(candidates)
+    assert len(read_csv(out / "detections.csv")) == int(row["mitoses"])
+    other = wsimito("detect", field, "--mpp", "0.2456", "-o", out, "--model", tiny_model, "--quiet")
+    assert other.returncode == 1 and "--overwrite" in other.stderr and "Traceback" not in other.stderr
+    assert read_csv(out / "counts.csv")[0]["status"] == "error"
+    redone = wsimito("detect", field, "--mpp", "0.2456", "-o", out, "--model", tiny_model, "--overwrite", "--quiet")
+    assert redone.returncode == 0, redone.stderr
+    assert read_csv(out / "counts.csv")[0]["status"] == "ok"

@@ -48,6 +48,7 @@ from wsimito.outputs.geojson import detection_features, hotspot_feature, write_g
 from wsimito.outputs.overlay import write_overlay
 from wsimito.outputs.zarr_store import SlideStore, is_complete
 from wsimito.reports import write_reports
+from wsimito.resume import needs_new_outputs, stale_reason
 from wsimito.schema import DETECTION_COLUMNS
 from wsimito.slide import open_slide
 from wsimito.stitch import merge_duplicates, tile_to_slide
@@ -121,25 +122,8 @@ def detect_slide(path, out: Path, model: MitosisModel, model_sha256: str, config
         candidates = _run_tiles(slide, tiles, model, store, device, workers, batch_size, on_tiles, stain)
         timings["tiles_s"] = time.perf_counter() - tick
         candidates = merge_duplicates(candidates, config.detector.duplicate_radius_um / slide.mpp)
-        table = candidates[candidates[:, 2] >= threshold]
-        summary = slide_summary(table[:, :2], slide.mpp, tissue_mm2=tissue.area_mm2,
-                                area_mm2=config.clinical.hotspot_area_mm2, shape=config.clinical.hotspot_shape,
-                                field_diameter_mm=config.clinical.hpf_diameter_mm,
-                                bounds=(0.0, 0.0, float(slide.dimensions[0]), float(slide.dimensions[1])))
-        features = detection_features(identifier, table)
-        hotspot = hotspot_feature(identifier, summary, slide.mpp) if len(table) else None
-        write_geojson(out / f"{identifier}.geojson", features + ([hotspot] if hotspot else []))
-        write_gallery(out / f"{identifier}.gallery.png", slide, candidates, threshold)
-        thumbnail = slide.read_whole(_OVERLAY_MPP)
-        write_overlay(out / f"{identifier}.overlay.png", thumbnail, tissue.mask, table,
-                      (_OVERLAY_MPP / slide.resolution.mpp_x, _OVERLAY_MPP / slide.resolution.mpp_y))
-        row = _json_row({
-            "slide": identifier, "status": "ok", "threshold": threshold, "error": "",
-            "mpp": slide.mpp, "mpp_source": slide.mpp_source, "tiles": len(tiles),
-            "model_sha256": model_sha256, "path": shown,
-            **summary,
-            "runtime_s": round(time.perf_counter() - started, 3),
-        })
+        table, row = _slide_outputs(slide, identifier, shown, out, candidates, threshold, tissue, config,
+                                    model_sha256, len(tiles), started)
         store.finish(candidates, {
             "wsimito_version": __version__, "model_sha256": model_sha256, "config": config.to_dict(),
             "slide": identifier, "path": shown, "mpp": slide.mpp, "mpp_source": slide.mpp_source,
@@ -147,6 +131,51 @@ def detect_slide(path, out: Path, model: MitosisModel, model_sha256: str, config
             "timings": timings, "counts_row": row, "detections_note":
             "all candidates after merging; counts, CSV and GeoJSON use those with score >= threshold",
         })
+    return SlideResult(identifier, shown, "ok", table, row)
+
+
+def _slide_outputs(slide, identifier: str, shown: str, out: Path, candidates: np.ndarray, threshold: float, tissue,
+                   config: Config, model_sha256: str, tiles: int, started: float) -> tuple[np.ndarray, dict]:
+    """Everything a slide's candidates and a threshold give, without the networks: the counted detections,
+    the clinical numbers, GeoJSON, gallery and overlay, and the counts.csv row."""
+    table = candidates[candidates[:, 2] >= threshold]
+    summary = slide_summary(table[:, :2], slide.mpp, tissue_mm2=tissue.area_mm2,
+                            area_mm2=config.clinical.hotspot_area_mm2, shape=config.clinical.hotspot_shape,
+                            field_diameter_mm=config.clinical.hpf_diameter_mm,
+                            bounds=(0.0, 0.0, float(slide.dimensions[0]), float(slide.dimensions[1])))
+    features = detection_features(identifier, table)
+    hotspot = hotspot_feature(identifier, summary, slide.mpp) if len(table) else None
+    write_geojson(out / f"{identifier}.geojson", features + ([hotspot] if hotspot else []))
+    write_gallery(out / f"{identifier}.gallery.png", slide, candidates, threshold)
+    thumbnail = slide.read_whole(_OVERLAY_MPP)
+    write_overlay(out / f"{identifier}.overlay.png", thumbnail, tissue.mask, table,
+                  (_OVERLAY_MPP / slide.resolution.mpp_x, _OVERLAY_MPP / slide.resolution.mpp_y))
+    row = _json_row({
+        "slide": identifier, "status": "ok", "threshold": threshold, "error": "",
+        "mpp": slide.mpp, "mpp_source": slide.mpp_source, "tiles": tiles,
+        "model_sha256": model_sha256, "path": shown,
+        **summary,
+        "runtime_s": round(time.perf_counter() - started, 3),
+    })
+    return table, row
+
+
+def rethreshold(path, out: Path, settings: "DetectSettings", recorded_path=None) -> SlideResult:
+    """A finished slide answered again at another threshold or clinical setting, from the candidates its store
+    holds (every one the networks scored): no network runs."""
+    started = time.perf_counter()
+    shown = str(path if recorded_path is None else recorded_path)
+    identifier = slide_id(path)
+    store = out / f"{identifier}.zarr"
+    group = zarr.open_group(str(store), mode="r+")
+    candidates = np.asarray(group["detections"][:], np.float64).reshape(-1, len(DETECTION_COLUMNS))
+    with open_slide(path, mpp=settings.mpp) as slide:
+        tissue = detect_tissue(slide, settings.config.tissue)
+        table, row = _slide_outputs(slide, identifier, shown, out, candidates, settings.threshold, tissue,
+                                    settings.config, settings.model_sha256, group.attrs["counts_row"]["tiles"],
+                                    started)
+    group.attrs.update({"threshold": settings.threshold, "counts_row": row,
+                        "config": {**group.attrs["config"], "clinical": settings.config.to_dict()["clinical"]}})
     return SlideResult(identifier, shown, "ok", table, row)
 
 
@@ -260,6 +289,17 @@ def _finished_or_detect(path, out, model, settings: DetectSettings, waited, on_t
     shown = str(path if recorded_path is None else recorded_path)
     result = completed_result(path, out, since=settings.started if settings.overwrite else None)
     if result is not None:
+        attributes = zarr.open_group(str(out / f"{identifier}.zarr"), mode="r").attrs.asdict()
+        stale = stale_reason(attributes, settings.model_sha256, settings.config)
+        if stale:
+            return SlideResult.failed(shown, f"{identifier}: the finished result in {out} {stale}; rerun with "
+                                      "--overwrite to redo it (or write to another folder)", settings.threshold,
+                                      settings.model_sha256)
+        if needs_new_outputs(attributes, settings.threshold, settings.config):
+            result = rethreshold(path, out, settings, recorded_path)
+            result.notes.append(f"{identifier}: threshold {settings.threshold:g} and clinical settings applied to "
+                                "the candidates of the finished result (no network run)")
+            return result
         result.path = shown
         if waited is not None:
             result.notes.append(f"{identifier}: finished by {waited.describe()} while this run waited; its result "
