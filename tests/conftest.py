@@ -22,6 +22,12 @@ def data() -> Path:
     return DATA
 
 
+def readme_setup_commands() -> list[str]:
+    """The command lines of the README's "Set up" section, in order: what a new user types first."""
+    section = (REPO / "README.md").read_text().split("## Set up\n", 1)[1].split("\n## ", 1)[0]
+    return [block.strip() for block in section.split("```")[1::2]]
+
+
 def smooth_texture(height: int, width: int, seed: int = 0, cells=(64, 16, 6)) -> np.ndarray:
     """An RGB image with random detail at the given scales (cell sizes in pixels)."""
     rng = np.random.default_rng(seed)

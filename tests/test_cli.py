@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import readme_setup_commands
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "wsimito/data/CMU-1-Small-Region.svs"
@@ -15,12 +16,14 @@ def wsimito(*args, cwd=REPO):
     return subprocess.run(["wsimito", *map(str, args)], capture_output=True, text=True, cwd=cwd)
 
 
-def test_readme_commands_are_what_ci_runs():
-    readme = (REPO / "README.md").read_text()
-    ci = (REPO / ".ci/run").read_text()
-    test_command = "pip install torch==2.13.0 -e '.[test]' && python -m pytest"
-    assert test_command in readme and test_command in ci
-    assert "pip install torch==2.13.0 -e . && wsimito info wsimito/data/CMU-1-Small-Region.svs" in readme
+def test_readme_sets_up_in_two_lines_and_ci_runs_the_test_line():
+    """Two one-line commands: install and detect on the sample (run by test_default_model), then install the tests'
+    needs, SLURM included, and run them: .ci/run's last line is that line, as written."""
+    first, tests = readme_setup_commands()
+    assert "\n" not in first and "\n" not in tests
+    assert first == "pip install torch==2.13.0 -e . && wsimito detect wsimito/data/CMU-1-Small-Region.svs -o out/"
+    assert tests == "bash .ci/install-slurm.sh && pip install torch==2.13.0 -e '.[test]' && python -m pytest"
+    assert (REPO / ".ci/run").read_text().strip().splitlines()[-1] == tests
 
 
 def test_info_on_the_shipped_sample():
@@ -82,7 +85,7 @@ def test_bad_config_is_one_line(tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_text("tiling:\n  tile_sise: 3\n")
     result = wsimito("info", "--config", config, SAMPLE)
-    assert result.returncode == 1
+    assert result.returncode == 2  # a setting, refused before any slide, as click refuses a wrong option
     assert result.stderr.strip().count("\n") == 0 and "tile_sise" in result.stderr
     debug = wsimito("--debug", "info", "--config", config, SAMPLE)
     assert "Traceback" in debug.stderr

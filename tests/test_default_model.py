@@ -3,9 +3,11 @@ mitoses. A broken, untrained or missing model fails here."""
 
 import csv
 import json
+import shlex
 import subprocess
 
 import pytest
+from conftest import readme_setup_commands
 
 from wsimito.bundle import MitosisModel, bundle_sha256
 from wsimito.weights import DEFAULT_MODEL, default_model_path
@@ -44,14 +46,18 @@ def test_detect_without_model_finds_labelled_mitoses_on_a_real_field(data, tmp_p
 
 
 def test_the_readme_first_run(tmp_path):
-    """The README's second command: the default model on the shipped sample slide, outputs where it says."""
-    result = subprocess.run(["wsimito", "detect", "wsimito/data/CMU-1-Small-Region.svs", "-o", tmp_path / "out",
-                             "--quiet"], capture_output=True, text=True, cwd=DEFAULT_MODEL.parents[2])
-    assert result.returncode == 0, result.stderr
+    """The README's first command after its install: the default model on the shipped sample slide, as written
+    there but into a temporary folder; it says where the outputs are, and they are there."""
+    detect = shlex.split(readme_setup_commands()[0].split(" && ")[1])
+    assert detect[:2] == ["wsimito", "detect"] and detect[-2] == "-o"
     out = tmp_path / "out"
-    for name in ("counts.csv", "detections.csv", "CMU-1-Small-Region.geojson", "CMU-1-Small-Region.overlay.png",
-                 "CMU-1-Small-Region.zarr"):
+    result = subprocess.run([*detect[:-1], out], capture_output=True, text=True, cwd=DEFAULT_MODEL.parents[2])
+    assert result.returncode == 0, result.stderr
+    assert f"outputs in {out}/:" in result.stderr
+    for name in ("index.html", "counts.csv", "detections.csv", "CMU-1-Small-Region.geojson",
+                 "CMU-1-Small-Region.overlay.png", "CMU-1-Small-Region.gallery.png", "CMU-1-Small-Region.zarr"):
         assert (out / name).exists(), name
+        assert name in result.stderr or name.replace("CMU-1-Small-Region", "") in result.stderr, name
     with open(out / "counts.csv", newline="") as fh:
         row = next(csv.DictReader(fh))
     assert row["status"] == "ok" and int(row["tiles"]) > 0

@@ -188,4 +188,4 @@ def test_two_runs_on_one_slide_at_once(busy_model, tmp_path):
     assert sum(f["properties"]["objectType"] == "detection" for f in features) == int(rows[0]["mitoses"])
     assert sorted(p.name for p in out.iterdir()) == [
         "CMU-1-Small-Region.gallery.png", "CMU-1-Small-Region.geojson", "CMU-1-Small-Region.overlay.png",
-        "CMU-1-Small-Region.zarr", "counts.csv", "detections.csv"]
+        "CMU-1-Small-Region.zarr", "counts.csv", "detections.csv", "index.html"]

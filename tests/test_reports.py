@@ -123,6 +123,9 @@ def test_failed_slides_are_merged_listed_and_exit_1(tmp_path):
     assert "wsimito: error: broken: /data/slides/broken.svs: not a slide" in result.output
     assert "2 shards, 3 slides (1 failed)" in result.output
     assert [r["status"] for r in read_csv(tmp_path / "counts.csv")] == ["ok", "error", "ok"]
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")  # the merged batch on one page, in table order
+    assert page.index('id="a"') < page.index('id="broken"') < page.index('id="c"')
+    assert "/data/slides/broken.svs: not a slide" in page and "index.html" in result.output
 
 
 def test_help_has_examples_and_merging_needs_no_torch():

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import yaml
 
-from wsimito.errors import WsimitoError
+from wsimito.errors import SettingsError
+
+
+def check_fraction(name: str, value: float) -> None:
+    """Probabilities and calibrated scores live in [0, 1]: a threshold outside would silently keep all or none."""
+    if not 0.0 <= value <= 1.0:
+        raise SettingsError(f"{name} {value:g} is outside [0, 1] (a probability or calibrated score)")
 
 
 @dataclass(frozen=True)
@@ -39,10 +45,10 @@ class TilingConfig:
 
     def __post_init__(self):
         if self.mpp <= 0:
-            raise WsimitoError(f"tiling.mpp must be positive, got {self.mpp}")
+            raise SettingsError(f"tiling.mpp must be positive, got {self.mpp}")
         if self.halo < 0 or self.tile_size - 2 * self.halo < 16:
-            raise WsimitoError(
-                f"tiling: tile_size {self.tile_size} must exceed twice the halo {self.halo} by at least 16"
+            raise SettingsError(
+                f"tiling.tile_size {self.tile_size} must exceed twice tiling.halo {self.halo} by at least 16"
             )
 
 
@@ -85,7 +91,8 @@ class BoxesConfig:
 
     def __post_init__(self):
         if self.fallback not in ("fixed", "drop"):
-            raise WsimitoError(f"boxes.fallback must be 'fixed' or 'drop', got {self.fallback!r}")
+            raise SettingsError(f"boxes.fallback must be 'fixed' or 'drop', got {self.fallback!r}")
+        check_fraction("boxes.threshold", self.threshold)
 
 
 @dataclass(frozen=True)
@@ -131,14 +138,16 @@ class DetectorConfig:
     def __post_init__(self):
         allowed = ("segmentation", "segmentation+search", "search-fast", "search-quality")
         if self.proposals not in allowed:
-            raise WsimitoError(f"detector.proposals must be one of {', '.join(allowed)}, got {self.proposals!r}")
+            raise SettingsError(f"detector.proposals must be one of {', '.join(allowed)}, got {self.proposals!r}")
         if self.stain_scope not in ("image", "slide"):
-            raise WsimitoError(f"detector.stain_scope must be 'image' or 'slide', got {self.stain_scope!r}")
+            raise SettingsError(f"detector.stain_scope must be 'image' or 'slide', got {self.stain_scope!r}")
         if self.head not in ("svm", "softmax"):
-            raise WsimitoError(f"detector.head must be 'svm' or 'softmax', got {self.head!r}")
+            raise SettingsError(f"detector.head must be 'svm' or 'softmax', got {self.head!r}")
         if self.stain_normalization not in ("none", "macenko"):
-            raise WsimitoError("detector.stain_normalization must be 'none' or 'macenko', "
-                               f"got {self.stain_normalization!r}")
+            raise SettingsError("detector.stain_normalization must be 'none' or 'macenko', "
+                                f"got {self.stain_normalization!r}")
+        check_fraction("detector.threshold", self.threshold)
+        check_fraction("detector.proposal_threshold", self.proposal_threshold)
 
 
 @dataclass(frozen=True)
@@ -150,7 +159,7 @@ class EvaluationConfig:
 
     def __post_init__(self):
         if self.radius_um < 0 or self.match not in ("hungarian", "greedy"):
-            raise WsimitoError(
+            raise SettingsError(
                 f"evaluation: radius_um must be >= 0 and match hungarian|greedy, got {self.radius_um}, {self.match!r}"
             )
 
@@ -165,9 +174,9 @@ class ClinicalConfig:
 
     def __post_init__(self):
         if self.hotspot_area_mm2 <= 0 or self.hotspot_shape not in ("square", "circle"):
-            raise WsimitoError("clinical: need hotspot_area_mm2 > 0 and hotspot_shape square|circle")
+            raise SettingsError("clinical: need hotspot_area_mm2 > 0 and hotspot_shape square|circle")
         if not 0.395 <= self.hpf_diameter_mm < 0.695:
-            raise WsimitoError(
+            raise SettingsError(
                 f"clinical.hpf_diameter_mm {self.hpf_diameter_mm} is outside the Nottingham table (0.40-0.69 mm)"
             )
 
@@ -194,7 +203,7 @@ class ClusterConfig:
 
     def __post_init__(self):
         if self.jobs < 1 or self.cores < 1 or self.gpus < 0 or self.start_timeout_s <= 0:
-            raise WsimitoError(
+            raise SettingsError(
                 f"cluster: need jobs >= 1, cores >= 1, gpus >= 0 and start_timeout_s > 0, got jobs {self.jobs}, "
                 f"cores {self.cores}, gpus {self.gpus}, start_timeout_s {self.start_timeout_s}"
             )
@@ -234,11 +243,11 @@ def load_config(path=None, overrides: dict | None = None) -> Config:
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except FileNotFoundError:
-            raise WsimitoError(f"{path}: config file not found") from None
+            raise SettingsError(f"{path}: config file not found") from None
         except yaml.YAMLError as exc:
-            raise WsimitoError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+            raise SettingsError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
         if not isinstance(data, dict):
-            raise WsimitoError(f"{path}: a config must be a mapping of sections")
+            raise SettingsError(f"{path}: a config must be a mapping of sections")
     for dotted, value in (overrides or {}).items():
         section, key = dotted.split(".", 1)
         data.setdefault(section, {})[key] = value
@@ -250,13 +259,13 @@ def _build(cls, data: dict, where: str):
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown:
-        raise WsimitoError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})")
+        raise SettingsError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})")
     values = {}
     for name, value in data.items():
         default = known[name].default_factory() if known[name].default_factory is not dataclasses.MISSING else None
         if dataclasses.is_dataclass(default):
             if not isinstance(value, dict):
-                raise WsimitoError(f"{where}: section '{name}' must be a mapping")
+                raise SettingsError(f"{where}: section '{name}' must be a mapping")
             values[name] = _build(type(default), value, f"{where}: {name}")
         else:
             values[name] = _coerce(value, known[name].default, f"{where}: {name}")
@@ -279,5 +288,5 @@ def _coerce(value, default, where: str):
     else:
         ok = isinstance(value, type(default))
     if not ok:
-        raise WsimitoError(f"{where} must be {type(default).__name__}, got {value!r}")
+        raise SettingsError(f"{where} must be {type(default).__name__}, got {value!r}")
     return value

@@ -22,7 +22,7 @@ import warnings
 import numpy as np
 import torch
 
-from wsimito.errors import WsimitoError
+from wsimito.errors import SettingsError, WsimitoError
 
 CPU_BATCH = 8  # tiles per batch on CPU: larger batches are no faster there and hold more tiles in memory
 MAX_BATCH = 32  # 32 tiles of 512 px keep a large GPU busy; more only delays results and grows host memory
@@ -35,17 +35,17 @@ _COMPILED: dict = {}  # net -> its compiled form, or None once compiling failed
 
 
 def resolve_device(choice: str) -> torch.device:
-    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` as a torch device; a WsimitoError when it is not usable."""
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` as a torch device; a SettingsError (exit 2) when it is not usable."""
     if not isinstance(choice, str) or not _DEVICE.fullmatch(choice):
-        raise WsimitoError(f"device {choice!r}: expected auto, cpu, cuda or cuda:N")
+        raise SettingsError(f"device {choice!r}: expected auto, cpu, cuda or cuda:N")
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(choice)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise WsimitoError(f"device {choice!r}: torch sees no CUDA GPU")
+            raise SettingsError(f"device {choice!r}: torch sees no CUDA GPU")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise WsimitoError(f"device {choice!r}: torch sees {torch.cuda.device_count()} CUDA GPU(s)")
+            raise SettingsError(f"device {choice!r}: torch sees {torch.cuda.device_count()} CUDA GPU(s)")
     return device
 
 

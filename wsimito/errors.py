@@ -8,6 +8,15 @@ every message names the file and the problem.
 class WsimitoError(Exception):
     """A problem with the user's input or environment, explained in one line."""
 
+    exit_code = 1
+
+
+class SettingsError(WsimitoError):
+    """A setting that cannot work (a value out of range, a tile size the net cannot take, a device not there),
+    refused before any slide is touched. Exit code 2, as for a wrong option on the command line."""
+
+    exit_code = 2
+
 
 class SlideError(WsimitoError):
     """A slide or image that cannot be opened, read, or placed at a physical resolution."""

@@ -77,4 +77,4 @@ def slide_stain(model: MitosisModel, slide, tiles) -> StainFit | None:
     if detector.stain_normalization == "none" or detector.stain_scope != "slide" or not tiles:
         return None
     chosen = tiles[:: max(1, len(tiles) // STAIN_SAMPLE_TILES)][:STAIN_SAMPLE_TILES]
-    return fit_stain([tile.read(slide) for tile in chosen])
+    return fit_stain([tile.read_checked(slide).pixels for tile in chosen])  # past damaged tiles, as detect reads

@@ -38,13 +38,13 @@ from wsimito import __version__
 from wsimito.bundle import MitosisModel
 from wsimito.config import Config, TilingConfig
 from wsimito.devices import tile_batch_size
-from wsimito.errors import WsimitoError
+from wsimito.errors import SettingsError, WsimitoError
 from wsimito.evaluation import slide_summary
 from wsimito.heap import release_free_memory
 from wsimito.inference import detect_tiles, slide_stain
 from wsimito.locks import SlideLock
 from wsimito.outputs.gallery import write_gallery
-from wsimito.outputs.geojson import detection_features, hotspot_feature, write_geojson
+from wsimito.outputs.geojson import detection_features, hotspot_feature, unread_feature, write_geojson
 from wsimito.outputs.overlay import write_overlay
 from wsimito.outputs.zarr_store import SlideStore, is_complete
 from wsimito.reports import write_reports
@@ -53,7 +53,8 @@ from wsimito.schema import DETECTION_COLUMNS
 from wsimito.slide import open_slide
 from wsimito.stitch import merge_duplicates, tile_to_slide
 from wsimito.tiling import tile_grid
-from wsimito.tissue import detect_tissue
+from wsimito.tissue import detect_tissue, no_tissue_reason
+from wsimito.unread import UnreadTile, describe_unread, unread_tissue
 
 _OVERLAY_MPP = 16.0
 _DEVICE_LOCKS: dict[str, threading.Lock] = {}
@@ -64,7 +65,7 @@ _DEVICE_LOCKS_GUARD = threading.Lock()
 class SlideResult:
     slide: str
     path: str
-    status: str  # ok | error
+    status: str  # ok | partial | no-tissue | error (schema.COUNTS_CSV_COLUMNS)
     table: np.ndarray = field(default_factory=lambda: np.zeros((0, len(DETECTION_COLUMNS))))  # above threshold
     row: dict = field(default_factory=dict)  # the counts.csv row
     notes: list = field(default_factory=list)  # what happened worth telling (waited for another run, ...)
@@ -119,40 +120,53 @@ def detect_slide(path, out: Path, model: MitosisModel, model_sha256: str, config
         store = SlideStore(out / f"{identifier}.zarr", (grid[0] * stride, grid[1] * stride), stride, model.mpp)
         tick = time.perf_counter()
         stain = slide_stain(model, slide, tiles)
-        candidates = _run_tiles(slide, tiles, model, store, device, workers, batch_size, on_tiles, stain)
+        candidates, unread = _run_tiles(slide, tiles, model, store, device, workers, batch_size, on_tiles, stain,
+                                        tissue)
         timings["tiles_s"] = time.perf_counter() - tick
         candidates = merge_duplicates(candidates, config.detector.duplicate_radius_um / slide.mpp)
         table, row = _slide_outputs(slide, identifier, shown, out, candidates, threshold, tissue, config,
-                                    model_sha256, len(tiles), started)
+                                    model_sha256, len(tiles), unread, started)
         store.finish(candidates, {
             "wsimito_version": __version__, "model_sha256": model_sha256, "config": config.to_dict(),
             "slide": identifier, "path": shown, "mpp": slide.mpp, "mpp_source": slide.mpp_source,
             "model_mpp": model.mpp, "tile_stride": stride, "tissue_mm2": tissue.area_mm2, "threshold": threshold,
-            "timings": timings, "counts_row": row, "detections_note":
-            "all candidates after merging; counts, CSV and GeoJSON use those with score >= threshold",
+            "unread_tiles": [tile.to_dict() for tile in unread], "timings": timings, "counts_row": row,
+            "detections_note": "all candidates after merging; counts, CSV and GeoJSON use those with score >= "
+            "threshold",
         })
-    return SlideResult(identifier, shown, "ok", table, row)
+    return SlideResult(identifier, shown, row["status"], table, row)
 
 
 def _slide_outputs(slide, identifier: str, shown: str, out: Path, candidates: np.ndarray, threshold: float, tissue,
-                   config: Config, model_sha256: str, tiles: int, started: float) -> tuple[np.ndarray, dict]:
+                   config: Config, model_sha256: str, tiles: int, unread: list[UnreadTile],
+                   started: float) -> tuple[np.ndarray, dict]:
     """Everything a slide's candidates and a threshold give, without the networks: the counted detections,
-    the clinical numbers, GeoJSON, gallery and overlay, and the counts.csv row."""
+    the clinical numbers (over the tissue examined: ``unread`` tiles' lost tissue left out), GeoJSON, gallery
+    and overlay, and the counts.csv row with its status."""
     table = candidates[candidates[:, 2] >= threshold]
-    summary = slide_summary(table[:, :2], slide.mpp, tissue_mm2=tissue.area_mm2,
+    unread_mm2 = sum(tile.mm2 for tile in unread)
+    summary = slide_summary(table[:, :2], slide.mpp, tissue_mm2=max(0.0, tissue.area_mm2 - unread_mm2),
                             area_mm2=config.clinical.hotspot_area_mm2, shape=config.clinical.hotspot_shape,
                             field_diameter_mm=config.clinical.hpf_diameter_mm,
                             bounds=(0.0, 0.0, float(slide.dimensions[0]), float(slide.dimensions[1])))
     features = detection_features(identifier, table)
     hotspot = hotspot_feature(identifier, summary, slide.mpp) if len(table) else None
-    write_geojson(out / f"{identifier}.geojson", features + ([hotspot] if hotspot else []))
+    lost = [unread_feature(identifier, [tile.box for tile in unread], unread_mm2)] if unread else []
+    write_geojson(out / f"{identifier}.geojson", features + ([hotspot] if hotspot else []) + lost)
     write_gallery(out / f"{identifier}.gallery.png", slide, candidates, threshold)
-    thumbnail = slide.read_whole(_OVERLAY_MPP)
+    thumbnail = slide.read_whole_checked(_OVERLAY_MPP).pixels  # a partial slide still gets its overview
     write_overlay(out / f"{identifier}.overlay.png", thumbnail, tissue.mask, table,
                   (_OVERLAY_MPP / slide.resolution.mpp_x, _OVERLAY_MPP / slide.resolution.mpp_y))
+    if not tiles:
+        status, error = "no-tissue", f"{shown}: {no_tissue_reason(slide, config.tissue)}"
+    elif unread:
+        status, error = "partial", f"{shown}: {describe_unread(unread, tiles)}"
+    else:
+        status, error = "ok", ""
     row = _json_row({
-        "slide": identifier, "status": "ok", "threshold": threshold, "error": "",
+        "slide": identifier, "status": status, "threshold": threshold, "error": error,
         "mpp": slide.mpp, "mpp_source": slide.mpp_source, "tiles": tiles,
+        "unread_tiles": len(unread), "unread_mm2": unread_mm2,
         "model_sha256": model_sha256, "path": shown,
         **summary,
         "runtime_s": round(time.perf_counter() - started, 3),
@@ -169,14 +183,16 @@ def rethreshold(path, out: Path, settings: "DetectSettings", recorded_path=None)
     store = out / f"{identifier}.zarr"
     group = zarr.open_group(str(store), mode="r+")
     candidates = np.asarray(group["detections"][:], np.float64).reshape(-1, len(DETECTION_COLUMNS))
+    # stores written before unread tiles were recorded have none listed
+    unread = [UnreadTile.from_dict(tile) for tile in group.attrs.get("unread_tiles", [])]
     with open_slide(path, mpp=settings.mpp) as slide:
         tissue = detect_tissue(slide, settings.config.tissue)
         table, row = _slide_outputs(slide, identifier, shown, out, candidates, settings.threshold, tissue,
                                     settings.config, settings.model_sha256, group.attrs["counts_row"]["tiles"],
-                                    started)
+                                    unread, started)
     group.attrs.update({"threshold": settings.threshold, "counts_row": row,
                         "config": {**group.attrs["config"], "clinical": settings.config.to_dict()["clinical"]}})
-    return SlideResult(identifier, shown, "ok", table, row)
+    return SlideResult(identifier, shown, row["status"], table, row)
 
 
 def _device_lock(device) -> threading.Lock:
@@ -186,16 +202,21 @@ def _device_lock(device) -> threading.Lock:
         return _DEVICE_LOCKS.setdefault(str(device), threading.Lock())
 
 
-def _run_tiles(slide, tiles, model, store, device, workers, batch_size, on_tiles, stain=None) -> np.ndarray:
-    """Detections of all tiles, one Dask graph of batches; the model behind one lock per device.
+def _run_tiles(slide, tiles, model, store, device, workers, batch_size, on_tiles, stain,
+               tissue) -> tuple[np.ndarray, list[UnreadTile]]:
+    """Detections of all tiles, one Dask graph of batches; the model behind one lock per device. And the tiles
+    whose tissue the reader could not fully produce (they are still run: what was read counts).
 
     One graph rather than waves: a wave's last batch left the model idle while the next wave's first was read.
     """
     model_lock = _device_lock(device)
     done, done_lock = [0], threading.Lock()
 
-    def detect(batch) -> np.ndarray:
-        pixels = np.stack([tile.read(slide) for tile in batch])
+    def detect(batch) -> tuple[np.ndarray, list[UnreadTile]]:
+        regions = [tile.read_checked(slide) for tile in batch]
+        lost = [found for tile, region in zip(batch, regions) if (found := unread_tissue(tile, region, tissue))]
+        pixels = np.stack([region.pixels for region in regions])
+        del regions  # their pixels are copied into the batch: freed before the model runs
         with model_lock:
             results = detect_tiles(model, pixels, device, stain)
         tables = []
@@ -203,20 +224,21 @@ def _run_tiles(slide, tiles, model, store, device, workers, batch_size, on_tiles
             core = prob[tile.halo : tile.size - tile.halo, tile.halo : tile.size - tile.halo]
             store.write_core(tile.row, tile.col, core)
             tables.append(tile_to_slide(tile, boxes, scores))
-        return np.concatenate(tables) if tables else np.zeros((0, len(DETECTION_COLUMNS)))
+        return (np.concatenate(tables) if tables else np.zeros((0, len(DETECTION_COLUMNS)))), lost
 
     def process(batch):
-        table = detect(batch)
+        found = detect(batch)
         release_free_memory()  # the batch's pixels, maps and activations are all freed by now
         with done_lock:
             done[0] += len(batch)
             if on_tiles:
                 on_tiles(done[0], len(tiles))
-        return table
+        return found
 
     graph = [dask.delayed(process)(tiles[i : i + batch_size]) for i in range(0, len(tiles), batch_size)]
     found = dask.compute(*graph, scheduler="threads", num_workers=workers)
-    return np.concatenate([np.zeros((0, len(DETECTION_COLUMNS))), *found])
+    table = np.concatenate([np.zeros((0, len(DETECTION_COLUMNS))), *(part for part, _ in found)])
+    return table, [tile for _, lost in found for tile in lost]
 
 
 def completed_result(path, out: Path, since: float | None = None) -> SlideResult | None:
@@ -234,7 +256,7 @@ def completed_result(path, out: Path, since: float | None = None) -> SlideResult
     group = zarr.open_group(str(store), mode="r")
     row = dict(group.attrs["counts_row"])
     candidates = np.asarray(group["detections"][:], np.float64).reshape(-1, len(DETECTION_COLUMNS))
-    return SlideResult(identifier, str(path), "ok", candidates[candidates[:, 2] >= row["threshold"]], row)
+    return SlideResult(identifier, str(path), row["status"], candidates[candidates[:, 2] >= row["threshold"]], row)
 
 
 @dataclass(frozen=True)
@@ -288,23 +310,27 @@ def _finished_or_detect(path, out, model, settings: DetectSettings, waited, on_t
     identifier = slide_id(path)
     shown = str(path if recorded_path is None else recorded_path)
     result = completed_result(path, out, since=settings.started if settings.overwrite else None)
+    notes = []
     if result is not None:
         attributes = zarr.open_group(str(out / f"{identifier}.zarr"), mode="r").attrs.asdict()
         stale = stale_reason(attributes, settings.model_sha256, settings.config)
-        if stale:
+        if stale and result.status == "no-tissue":  # nothing was examined, so redoing it loses nothing
+            notes.append(f"{identifier}: the finished result in {out} found no tissue and {stale}; done again")
+        elif stale:
             return SlideResult.failed(shown, f"{identifier}: the finished result in {out} {stale}; rerun with "
                                       "--overwrite to redo it (or write to another folder)", settings.threshold,
                                       settings.model_sha256)
-        if needs_new_outputs(attributes, settings.threshold, settings.config):
+        elif needs_new_outputs(attributes, settings.threshold, settings.config):
             result = rethreshold(path, out, settings, recorded_path)
             result.notes.append(f"{identifier}: threshold {settings.threshold:g} and clinical settings applied to "
                                 "the candidates of the finished result (no network run)")
             return result
-        result.path = shown
-        if waited is not None:
-            result.notes.append(f"{identifier}: finished by {waited.describe()} while this run waited; its result "
-                                "is used")
-        return result
+        else:
+            result.path = shown
+            if waited is not None:
+                result.notes.append(f"{identifier}: finished by {waited.describe()} while this run waited; its "
+                                    "result is used")
+            return result
     try:
         result = detect_slide(path, out, model, settings.model_sha256, settings.config, settings.threshold,
                               settings.device, settings.workers, mpp=settings.mpp, on_tiles=on_tiles,
@@ -314,9 +340,22 @@ def _finished_or_detect(path, out, model, settings: DetectSettings, waited, on_t
     except Exception as exc:  # one broken slide must not stop the batch
         result = SlideResult.failed(shown, f"{shown}: {type(exc).__name__}: {exc}", settings.threshold,
                                     settings.model_sha256)
+    result.notes += notes
     if waited is not None:
         result.notes.append(f"{identifier}: {waited.describe()} stopped without finishing it; done here instead")
     return result
+
+
+def check_settings(model: MitosisModel, config: Config, threshold: float) -> None:
+    """Settings that would fail or mislead every slide, refused before any is touched: a ``SettingsError``
+    (one line, exit code 2) naming the setting."""
+    multiple, tile = model.segmentation.multiple, config.tiling.tile_size
+    if tile % multiple:
+        above = tile + multiple - tile % multiple
+        raise SettingsError(f"tiling.tile_size {tile}: the model's segmentation net takes sides that are a "
+                            f"multiple of {multiple} (e.g. {above - multiple or above} or {above})")
+    if not 0.0 <= threshold <= 1.0:
+        raise SettingsError(f"threshold {threshold:g} is outside [0, 1] (a calibrated score)")
 
 
 def run_batch(paths, out, model: MitosisModel | None, model_sha256: str, config: Config, threshold: float,
@@ -326,9 +365,12 @@ def run_batch(paths, out, model: MitosisModel | None, model_sha256: str, config:
 
     ``runner(jobs, out, settings, on_note)``, when given, runs the slides elsewhere (see
     ``wsimito.cluster.ClusterRunner``) and yields ``(index, SlideResult)`` in any order; ``model`` may then be
-    None. Without it slides run here, one after the other. ``on_result(done, total, result)`` follows every
-    finished slide; notes (a wait for another run, ...) go to ``on_note(text)``.
+    None (the caller checks the settings against it first, ``check_settings``). Without it slides run here, one
+    after the other. ``on_result(done, total, result)`` follows every finished slide; notes (a wait for another
+    run, ...) go to ``on_note(text)``.
     """
+    if model is not None:
+        check_settings(model, config, threshold)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     mine = [p for p in paths if in_shard(slide_id(p), shard)]

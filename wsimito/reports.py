@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wsimito.errors import WsimitoError
+from wsimito.outputs.report_page import write_report_page
 from wsimito.outputs.tables import write_csv_atomic
 from wsimito.schema import COUNTS_CSV_COLUMNS, DETECTION_COLUMNS, DETECTIONS_CSV_COLUMNS
 
@@ -32,13 +33,16 @@ def table_names(shard: tuple[int, int] | None = None) -> tuple[str, str]:
 
 
 def write_reports(out, results, shard: tuple[int, int] | None = None) -> None:
-    """Write the counts and detections tables of ``results`` (``SlideResult``s, in order) atomically."""
+    """Write the counts and detections tables of ``results`` (``SlideResult``s, in order) atomically, and the
+    batch page index.html; a shard writes no page (shards would overwrite each other's), merge-reports does."""
     out = Path(out)
     counts, detections = table_names(shard)
     write_csv_atomic(out / counts, COUNTS_CSV_COLUMNS, [r.row for r in results])
     rows = ({"slide": r.slide, **dict(zip(DETECTION_COLUMNS, map(float, values)))}
             for r in results for values in r.table)
     write_csv_atomic(out / detections, DETECTIONS_CSV_COLUMNS, rows)
+    if shard is None:
+        write_report_page(out, [r.row for r in results])
 
 
 @dataclass
@@ -50,6 +54,7 @@ class MergeSummary:
     unexpected: list[str] = field(default_factory=list)  # slides with rows that --expect did not list
     counts_path: Path | None = None
     detections_path: Path | None = None
+    page_path: Path | None = None
 
 
 def read_slide_list(path) -> list[str]:
@@ -105,6 +110,7 @@ def merge_reports(out, expect: list[str] | None = None) -> MergeSummary:
     summary.counts_path = write_csv_atomic(out / counts_name, COUNTS_CSV_COLUMNS, merged)
     summary.detections_path = write_csv_atomic(out / detections_name, DETECTIONS_CSV_COLUMNS,
                                                (d for slide in order for d in detections.get(slide, [])))
+    summary.page_path = write_report_page(out, merged)
     return summary
 
 

@@ -43,6 +43,10 @@ class Tile:
         """The tile's RGB pixels (``size x size x 3``), white beyond the slide's edge."""
         return slide.read_region(self.x, self.y, self.size, self.size, self.mpp)
 
+    def read_checked(self, slide):
+        """The tile's pixels and which of them the reader could not produce (a ``slide.Region``)."""
+        return slide.read_region_checked(self.x, self.y, self.size, self.size, self.mpp)
+
 
 def tile_grid(slide, config: TilingConfig = TilingConfig(), tissue=None) -> list[Tile]:
     """All tiles of ``slide`` at ``config.mpp``, or only those whose core touches ``tissue``.

@@ -27,6 +27,16 @@ class TissueMask:
     def area_mm2(self) -> float:
         return float(self.mask.sum()) * (self.mpp / 1000.0) ** 2
 
+    def contains(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Whether each level-0 point ``(x[i], y[i])`` lies on a tissue pixel (False beyond the mask)."""
+        col = np.floor(np.asarray(x) * self.slide_mpp[0] / self.mpp).astype(np.int64)
+        row = np.floor(np.asarray(y) * self.slide_mpp[1] / self.mpp).astype(np.int64)
+        h, w = self.mask.shape
+        inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
+        found = np.zeros(inside.shape, bool)
+        found[inside] = self.mask[row[inside], col[inside]]
+        return found
+
     def touches(self, x0: float, y0: float, x1: float, y1: float) -> bool:
         """Whether the level-0 box ``[x0, x1) x [y0, y1)`` covers any tissue pixel."""
         sx, sy = self.slide_mpp[0] / self.mpp, self.slide_mpp[1] / self.mpp
@@ -37,13 +47,32 @@ class TissueMask:
 
 
 def detect_tissue(slide, config: TissueConfig = TissueConfig()) -> TissueMask:
-    """The tissue mask of a slide, computed on a thumbnail at ``config.mpp`` (all of it with ``config.whole``)."""
+    """The tissue mask of a slide, computed on a thumbnail at ``config.mpp`` (all of it with ``config.whole``).
+
+    Thumbnail pixels the reader could not produce count as tissue: nobody can say they are glass, so they are
+    tiled, and a tile that cannot be read there either is reported as tissue not examined.
+    """
     if config.whole:
         width, height = slide.size_at(config.mpp)
         return TissueMask(np.ones((height, width), bool), config.mpp, (slide.resolution.mpp_x, slide.resolution.mpp_y))
-    thumbnail = slide.read_whole(config.mpp)
-    mask = tissue_mask_from_rgb(thumbnail, config.mpp, config)
+    thumbnail = slide.read_whole_checked(config.mpp)
+    mask = tissue_mask_from_rgb(thumbnail.pixels, config.mpp, config)
+    if thumbnail.unread is not None:
+        mask |= thumbnail.unread
     return TissueMask(mask, config.mpp, (slide.resolution.mpp_x, slide.resolution.mpp_y))
+
+
+def no_tissue_reason(slide, config: TissueConfig) -> str:
+    """Why a slide has no tissue tile, and the way out: an image smaller than the smallest fragment the mask
+    keeps (a patch, an ROI crop) can never have tissue found in it."""
+    width_um = slide.dimensions[0] * slide.resolution.mpp_x
+    height_um = slide.dimensions[1] * slide.resolution.mpp_y
+    hint = "for an ROI crop or patch that is all tissue, pass --whole-image (tissue.whole: true)"
+    if width_um * height_um < config.min_area_um2:
+        return (f"no tissue found: the image is {width_um:.0f} x {height_um:.0f} µm, smaller than the smallest "
+                f"tissue fragment the mask keeps (tissue.min_area_um2 {config.min_area_um2:g} µm²), so nothing "
+                f"was examined; {hint}")
+    return f"no tissue found by the tissue mask, so nothing was examined; {hint}"
 
 
 def tissue_mask_from_rgb(rgb: np.ndarray, mpp: float, config: TissueConfig = TissueConfig()) -> np.ndarray:

@@ -35,7 +35,7 @@ class _FriendlyGroup(click.Group):
             if ctx.meta.get("wsimito.debug"):
                 raise
             click.echo(f"wsimito: error: {exc}", err=True)
-            ctx.exit(1)
+            ctx.exit(exc.exit_code)
         except Exception as exc:  # a bug or an environment problem: still one line unless --debug
             if ctx.meta.get("wsimito.debug"):
                 raise

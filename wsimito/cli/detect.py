@@ -35,12 +35,15 @@ def _parse_shard(ctx, param, value):
 @click.argument("slides", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (created): per slide .zarr, .geojson, .overlay.png, .gallery.png; counts.csv, "
-                   "detections.csv.")
+                   "detections.csv, index.html.")
 @click.option("--model", "model_path", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Detector bundle from train-det. Default: the model shipped with wsimito.")
 @config_option
 @device_option
 @mpp_option
+@click.option("--whole-image", is_flag=True,
+              help="Treat the whole image as tissue (tissue.whole): for ROI crops and patches, which the tissue "
+                   "mask finds too small to keep. The density is then per image area.")
 @click.option("--threshold", type=click.FloatRange(0, 1), help="Calibrated score for a detection to count. "
               "Default: the model's own threshold.")
 @click.option("--workers", type=click.IntRange(min=1), default=4, show_default=True,
@@ -56,7 +59,7 @@ def _parse_shard(ctx, param, value):
                    "and run there; they are stopped at the end.")
 @quiet_option
 def detect(slides, output, model_path, config_path, device, mpp, threshold, workers, shard, overwrite, scheduler,
-           cluster, quiet):
+           cluster, quiet, whole_image):
     """Detect and count mitoses in SLIDES; write QuPath, Zarr and CSV outputs to OUTPUT.
 
     For each slide: <slide>.geojson (detections and the hotspot, for QuPath's
@@ -64,12 +67,15 @@ def detect(slides, output, model_path, config_path, device, mpp, threshold, work
     provenance), <slide>.overlay.png (a quick look), <slide>.gallery.png (the
     best candidates as crops with their scores: are they mitoses?). For the
     batch: counts.csv (one row per slide: mitoses, tissue mm², density,
-    hotspot, mitotic score, status) and detections.csv (one row per mitosis,
-    level-0 pixels).
+    hotspot, mitotic score, status), detections.csv (one row per mitosis,
+    level-0 pixels) and index.html (the batch on one page, for a browser).
 
     A slide that fails gets status=error and the reason in counts.csv; the rest
-    go on and the exit code is 1. Rerunning skips slides already complete, so a
-    killed run is finished by running the same command again.
+    go on and the exit code is 1. So too for status=partial (tiles the reader
+    could not produce: counts and density cover the tissue examined, the
+    unread tissue is in unread_mm2) and status=no-tissue (nothing examined:
+    for a crop or patch, --whole-image). Rerunning skips slides already
+    complete, so a killed run is finished by running the same command again.
 
     Runs that share an output folder never work on the same slide at once: a
     slide another run is processing (a lock file .<slide>.lock names it) is
@@ -77,9 +83,10 @@ def detect(slides, output, model_path, config_path, device, mpp, threshold, work
 
     With --shard I/N (one task of a SLURM array, see slurm/README.md) the
     tables are counts.shard-I-of-N.csv and detections.shard-I-of-N.csv;
-    `wsimito merge-reports OUTPUT` joins them. With --scheduler or --cluster
-    each slide is a task on a Dask cluster; slide and output paths must be
-    readable there (shared storage) and --workers is per slide on a worker.
+    `wsimito merge-reports OUTPUT` joins them and writes index.html. With
+    --scheduler or --cluster each slide is a task on a Dask cluster; slide and
+    output paths must be readable there (shared storage) and --workers is per
+    slide on a worker.
 
     \b
     Examples:
@@ -91,12 +98,12 @@ def detect(slides, output, model_path, config_path, device, mpp, threshold, work
     """
     from wsimito.bundle import MitosisModel, bundle_sha256
     from wsimito.config import load_config
-    from wsimito.pipeline import run_batch
+    from wsimito.pipeline import check_settings, run_batch
     from wsimito.weights import default_model_path
 
     if scheduler and cluster:
         raise click.UsageError("give --scheduler or --cluster, not both")
-    config = load_config(config_path)
+    config = load_config(config_path, {"tissue.whole": True} if whole_image else None)
     model_path = model_path or default_model_path()
     sha256 = bundle_sha256(model_path)
     say = stderr_lines(quiet, "wsimito: ")
@@ -106,6 +113,7 @@ def detect(slides, output, model_path, config_path, device, mpp, threshold, work
 
         model = MitosisModel.load(model_path, "cpu")  # here only for its threshold and a check of the files
         threshold = model.config.detector.threshold if threshold is None else threshold
+        check_settings(model, config, threshold)  # before a cluster starts (run_batch does it with a model)
 
         def on_result(done, total, result):
             say(f"slide {done}/{total} done: {result.slide} ({result.status})")
@@ -124,14 +132,27 @@ def detect(slides, output, model_path, config_path, device, mpp, threshold, work
         bars.close()
     failed = [r for r in results if r.status != "ok"]
     for result in failed:
-        click.echo(f"wsimito: error: {result.error}", err=True)
+        click.echo(f"wsimito: {'error' if result.status == 'error' else result.status}: {result.error}", err=True)
     if not quiet:
         total = sum(len(r.table) for r in results)
-        tables = "counts.csv" if shard is None else f"counts.shard-{shard[0]}-of-{shard[1]}.csv"
-        click.echo(f"{len(results) - len(failed)} of {len(results)} slides done, {total} mitoses -> {output}/{tables}",
-                   err=True)
+        click.echo(f"{len(results) - len(failed)} of {len(results)} slides done, {total} mitoses; outputs in "
+                   f"{output}/:\n" + _where(shard), err=True)
     if failed:
         sys.exit(1)
+
+
+def _where(shard) -> str:
+    """What a run leaves in its output folder, one line each: a first user learns where to look."""
+    from wsimito.reports import table_names
+
+    counts, detections = table_names(shard)
+    page = ("index.html      the batch on one page: open it in a browser" if shard is None else
+            "index.html      written by `wsimito merge-reports` once all shards are done")
+    return "\n".join(f"  {line}" for line in (
+        page,
+        f"{counts:<15} one row per slide: status, count, tissue mm², density, hotspot, mitotic score",
+        f"{detections:<15} one row per counted mitosis (level-0 pixels)",
+        "per slide       <slide>.geojson (QuPath), .overlay.png, .gallery.png (best candidates), .zarr"))
 
 
 class _SlideProgress:

@@ -23,7 +23,8 @@ def merge_reports(output, expect_path):
     """Join the per-shard tables in OUTPUT (counts.shard-I-of-N.csv and
     detections.shard-I-of-N.csv, written by `wsimito detect --shard I/N`) into
     OUTPUT/counts.csv and OUTPUT/detections.csv, the tables one run over all
-    slides would have written. Cells are copied unchanged.
+    slides would have written, and the batch page OUTPUT/index.html. Cells are
+    copied unchanged.
 
     Nothing is written, and the exit code is 1 with a one-line error, when a
     shard's tables are missing, tables of two different splits are mixed, a
@@ -49,6 +50,6 @@ def merge_reports(output, expect_path):
         click.echo(f"wsimito: note: {len(summary.unexpected)} slide(s) not in {expect_path} kept at the end: "
                    + ", ".join(summary.unexpected[:5]) + (" ..." if len(summary.unexpected) > 5 else ""), err=True)
     click.echo(f"{summary.shards} shards, {summary.slides} slides ({len(summary.failed)} failed), {summary.mitoses} "
-               f"mitoses -> {summary.counts_path}, {summary.detections_path}", err=True)
+               f"mitoses -> {summary.counts_path}, {summary.detections_path}, {summary.page_path}", err=True)
     if summary.failed:
         sys.exit(1)

@@ -32,7 +32,9 @@ def write_gallery(path, slide, candidates: np.ndarray, threshold: float, count: 
     sheet = np.full((rows * (CELL_PX + LABEL_PX), COLUMNS * CELL_PX, 3), 255, np.uint8)
     side_px = CROP_UM / slide.mpp
     for index, (x, y, score, *_) in enumerate(best):
-        crop = slide.read_region(x + 0.5 - side_px / 2, y + 0.5 - side_px / 2, CELL_PX, CELL_PX, CROP_UM / CELL_PX)
+        # checked: a crop touching a damaged tile shows white there, as the networks saw it
+        crop = slide.read_region_checked(x + 0.5 - side_px / 2, y + 0.5 - side_px / 2, CELL_PX, CELL_PX,
+                                         CROP_UM / CELL_PX).pixels
         crop = np.ascontiguousarray(crop)
         centre, radius = CELL_PX // 2, int(round(8.0 / (CROP_UM / CELL_PX)))  # the 8 µm evaluation radius
         cv2.circle(crop, (centre, centre), radius, _MARK, 1, cv2.LINE_AA)

@@ -1,4 +1,4 @@
-"""QuPath-ready GeoJSON: detections as ``detection`` objects, the hotspot as an ``annotation``.
+"""QuPath-ready GeoJSON: detections as ``detection`` objects, the hotspot and any unread tissue as ``annotation``s.
 
 QuPath imports a FeatureCollection whose features carry ``properties.objectType``,
 ``classification {name, color}`` and ``measurements``; coordinates are level-0
@@ -19,6 +19,7 @@ from wsimito.schema import DETECTION_COLUMNS
 
 MITOSIS_COLOUR = [230, 30, 60]
 HOTSPOT_COLOUR = [250, 200, 0]
+UNREAD_COLOUR = [90, 90, 90]
 _NAMESPACE = uuid.UUID("6f1c1b8e-3f1a-4a59-9d57-0c2a4c0e5a11")
 
 
@@ -67,6 +68,21 @@ def hotspot_feature(slide_id: str, summary: dict, mpp: float) -> dict | None:
             "name": f"Hotspot {summary['hotspot_mm2']:g} mm²: {summary['hotspot_count']} mitoses",
             "classification": {"name": "Hotspot", "color": HOTSPOT_COLOUR},
             "measurements": {"mitoses": summary["hotspot_count"], "area_mm2": summary["hotspot_mm2"]},
+        },
+    }
+
+
+def unread_feature(slide_id: str, boxes: list[tuple[float, float, float, float]], area_mm2: float) -> dict:
+    """One "Unread" annotation over the level-0 boxes of tissue the reader could not produce (not examined)."""
+    return {
+        "type": "Feature",
+        "id": str(uuid.uuid5(_NAMESPACE, f"{slide_id}:unread")),
+        "geometry": {"type": "MultiPolygon", "coordinates": [_rectangle(*box)["coordinates"] for box in boxes]},
+        "properties": {
+            "objectType": "annotation",
+            "name": f"Unread: {area_mm2:.4g} mm² of tissue not examined ({len(boxes)} tiles)",
+            "classification": {"name": "Unread", "color": UNREAD_COLOUR},
+            "measurements": {"tiles": len(boxes), "area_mm2": round(float(area_mm2), 6)},
         },
     }
 
