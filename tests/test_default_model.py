@@ -14,10 +14,11 @@ from wsimito.weights import DEFAULT_MODEL, default_model_path
 
 # A03_00: the MITOS 2012 field with the most labelled mitoses (19). The final model was trained on it, as
 # the model card says (the leave-one-slide-out scores are the held-out measure). The shipped model finds 8 of
-# the 19 with 5 false detections; an untrained or broken one finds none, or drowns them in false ones.
+# the 19 with 5 false detections. The bars sit just below that: a model half as good, or one that also fires on
+# the field's dark non-mitotic nuclei (precision below one half), fails here.
 FIELD = "A03_00"
-MIN_FOUND = 4
-MIN_PRECISION = 0.3
+MIN_FOUND = 7
+MIN_PRECISION = 0.5
 
 
 def test_the_default_model_is_shipped_and_loads_weights_only():

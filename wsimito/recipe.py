@@ -110,8 +110,8 @@ def phase2_fields(data: Path, segmentation: SegmentationModel, config: Config, d
     """Every phase-2 image with its boxes and phase-1 map, loaded and segmented once for all folds: AMi-Br
     crops of the Train split (the Test split's slides stay unseen), four fifths of the AtNorM-MD crops,
     PRLAB patches, all MITOS 2012 fields."""
-    crops = (_amibr(data, exclude, split="Train") + atnorm_split(data)[0]
-             + prlab_patches(data / "prlab-mitosis-patches"))
+    atnorm = [] if "AtNorM-MD" in exclude else atnorm_split(data)[0]
+    crops = _amibr(data, exclude, split="Train") + atnorm + prlab_patches(data / "prlab-mitosis-patches")
     fields, field_points = mitos_fields(data, MITOS_SLIDES)
     mpp = {c.path.stem: c.mpp for c in crops} | {p.stem: MITOS_MPP for p in fields}
     points = {c.path.stem: c.points for c in crops} | field_points
@@ -235,7 +235,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--boxes", choices=["segmentation", "fixed"], default="segmentation",
                         help="label boxes from phase 1, or fixed-size squares (the paper's Table 2 baseline)")
     parser.add_argument("--exclude", nargs="*", default=[], metavar="DATASET",
-                        help="AMi-Br source datasets to leave out, e.g. MIDOG21 (its images are CC BY-NC-ND)")
+                        help="source datasets to leave out of training: MIDOG21 or TUPAC16 (AMi-Br crops; MIDOG21's "
+                             "images are CC BY-NC-ND), AtNorM-MD")
     parser.add_argument("--loso", action="store_true", help="leave-one-slide-out F1 on MITOS 2012 first")
     parser.add_argument("--report", type=Path, help="also write the JSON report here")
     parser.add_argument("--workdir", type=Path,
