@@ -95,6 +95,12 @@ def _check_zarr(path, model_dir):
         assert below.shape == (-(-above.shape[0] // 2), -(-above.shape[1] // 2))
     assert max(levels[-1].shape) <= 256 and levels[0].dtype == np.uint8
     assert group["detections"].shape[1] == 7
+    # an OME-Zarr image to viewers: a maintained validator accepts it, level 0 at the model's mpp in µm
+    from ome_zarr_models.v05.image import Image
+
+    datasets = Image.from_zarr(group["probability"]).ome_attributes.multiscales[0].datasets
+    assert len(datasets) == attrs["pyramid_levels"]
+    assert datasets[0].coordinateTransformations[0].scale == [attrs["model_mpp"]] * 2
 
 
 def test_fields_and_jpeg2000_slide_with_mpp(data, tiny_model, busy_model, tmp_path):
