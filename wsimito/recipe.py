@@ -88,9 +88,15 @@ def phase1_images(data: Path, scratch: Path, config: Config, seed: int, syntheti
     return train, val
 
 
+def _without(crops, exclude=()):
+    """``crops`` less those of the ``exclude``d sources (the first part of a crop's group: MIDOG21, TUPAC16,
+    AtNorM-MD, prlab)."""
+    return [c for c in crops if c.group.split("/")[0] not in exclude]
+
+
 def _amibr(data: Path, exclude=(), split: str | None = None):
     """AMi-Br crops less the ``exclude``d source datasets; only the masks' ``split`` ("Train"/"Test") if given."""
-    crops = [c for c in amibr_crops(data / "ami-br-patches") if c.group.split("/")[0] not in exclude]
+    crops = _without(amibr_crops(data / "ami-br-patches"), exclude)
     if split is None:
         return crops
     masks = amibr_masks(data / "ami-br-masks")
@@ -110,8 +116,8 @@ def phase2_fields(data: Path, segmentation: SegmentationModel, config: Config, d
     """Every phase-2 image with its boxes and phase-1 map, loaded and segmented once for all folds: AMi-Br
     crops of the Train split (the Test split's slides stay unseen), four fifths of the AtNorM-MD crops,
     PRLAB patches, all MITOS 2012 fields."""
-    atnorm = [] if "AtNorM-MD" in exclude else atnorm_split(data)[0]
-    crops = _amibr(data, exclude, split="Train") + atnorm + prlab_patches(data / "prlab-mitosis-patches")
+    crops = _without(_amibr(data, split="Train") + atnorm_split(data)[0]
+                     + prlab_patches(data / "prlab-mitosis-patches"), exclude)
     fields, field_points = mitos_fields(data, MITOS_SLIDES)
     mpp = {c.path.stem: c.mpp for c in crops} | {p.stem: MITOS_MPP for p in fields}
     points = {c.path.stem: c.points for c in crops} | field_points
