@@ -9,7 +9,7 @@ from sklearn.exceptions import NotFittedError
 
 from wsimito.config import load_config
 from wsimito.nets.inputs import to_tensor
-from wsimito.rcnn import RCNN, Sample
+from wsimito.rcnn import RCNN, Sample, _Pool
 from wsimito.synth import make_field, mitosis_boxes
 
 # a region CNN small enough to train in seconds
@@ -84,3 +84,14 @@ def test_saved_state_keeps_its_keys_and_gives_the_same_scores():
     before = rcnn.predict(samples[1].rgb, samples[1].proposals)
     after = loaded.predict(samples[1].rgb, samples[1].proposals)
     np.testing.assert_allclose(before[1], after[1])
+
+
+def test_field_shares_fill_that_part_of_each_batch_from_whole_fields_only():
+    rng = np.random.default_rng(0)
+    every, on_fields = np.arange(1000), np.arange(990, 1000)  # fields hold 1% of the regions
+    drawn = _Pool(every, on_fields, 0.5).draw(96, rng)
+    assert len(drawn) == 96 and np.isin(drawn[48:], on_fields).all()
+    assert np.isin(drawn, on_fields).mean() < 0.6  # the other half is drawn from every region
+    # without whole fields among the images the whole batch comes from every region
+    assert len(_Pool(every, np.zeros(0, np.intp), 0.5).draw(96, rng)) == 96
+

@@ -113,6 +113,8 @@ class DetectorConfig:
     batches_per_epoch: int = 40
     positives_per_batch: int = 32  # the paper's minibatch: 32 positive and 96 negative regions
     negatives_per_batch: int = 96
+    field_positive_share: float = 0.0  # share of each batch's positives drawn from whole fields' label boxes
+    field_negative_share: float = 0.0  # share of each batch's negatives drawn from whole fields' proposals
     lr: float = 1e-3
     lr_min: float = 1e-5
     max_regions_per_image: int = 64  # proposals kept per training image (all positives, then sampled)
@@ -148,6 +150,8 @@ class DetectorConfig:
                                 f"got {self.stain_normalization!r}")
         check_fraction("detector.threshold", self.threshold)
         check_fraction("detector.proposal_threshold", self.proposal_threshold)
+        check_fraction("detector.field_positive_share", self.field_positive_share)
+        check_fraction("detector.field_negative_share", self.field_negative_share)
 
 
 @dataclass(frozen=True)

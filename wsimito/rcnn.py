@@ -64,6 +64,7 @@ class Sample:
     rgb: np.ndarray
     boxes: np.ndarray  # (K, 4) label boxes
     proposals: np.ndarray  # (P, 4)
+    whole_field: bool = False  # a field as detection sees it (not a crop centred on a mitosis)
 
 
 class RCNN:
@@ -97,10 +98,11 @@ class RCNN:
         torch.manual_seed(seed)
         c = self.config
         regions = self._training_regions(samples, rng)
-        self._fit_cnn(regions, rng, on_epoch, c.epochs, c.lr)
+        fields = np.array([sample.whole_field for sample in samples])
+        self._fit_cnn(regions, fields, rng, on_epoch, c.epochs, c.lr)
         for _ in range(c.mining_rounds):
             regions = _Regions.concatenate([regions, self._hard_negatives(samples)])
-            self._fit_cnn(regions, rng, on_epoch, max(1, c.epochs // 2), c.lr / 10, hard=True)
+            self._fit_cnn(regions, fields, rng, on_epoch, max(1, c.epochs // 2), c.lr / 10, hard=True)
         features = self._features(regions.pixels)
         self.feature_mean_ = features.mean(axis=0)
         self.feature_scale_ = features.std(axis=0) + 1e-6
@@ -156,14 +158,18 @@ class RCNN:
                                   is_proposal[chosen], weight, np.zeros(len(chosen), bool)))
         return _Regions.concatenate(parts)
 
-    def _fit_cnn(self, regions: "_Regions", rng, on_epoch, epochs: int, lr_start: float, hard: bool = False):
+    def _fit_cnn(self, regions: "_Regions", fields: np.ndarray, rng, on_epoch, epochs: int, lr_start: float,
+                 hard: bool = False):
         """Minibatches of positives and negatives, learning rate decayed to ``lr_min``; with ``hard``, half of
-        each batch's negatives are mined ones (the rest still show every kind of background)."""
+        each batch's negatives are mined ones (the rest still show every kind of background). ``fields``: per
+        sample, whether it is a whole field, whose regions fill ``field_*_share`` of each batch."""
         c = self.config
-        positives = np.flatnonzero(regions.best_iou >= c.fg_iou)
-        negatives = np.flatnonzero(regions.best_iou < c.fg_iou)
+        positive = regions.best_iou >= c.fg_iou
+        on_field = fields[regions.image]
+        positives = _Pool(np.flatnonzero(positive), np.flatnonzero(positive & on_field), c.field_positive_share)
+        negatives = _Pool(np.flatnonzero(~positive), np.flatnonzero(~positive & on_field), c.field_negative_share)
         mined = np.flatnonzero(regions.mined) if hard else np.zeros(0, np.intp)
-        if not len(positives) or not len(negatives):
+        if not len(positives.every) or not len(negatives.every):
             raise ValueError("training needs both positive and negative regions")
         n_mined = c.negatives_per_batch // 2 if len(mined) else 0
         self.cnn.to(self.device).train()
@@ -174,8 +180,8 @@ class RCNN:
                 group["lr"] = lr
             losses = []
             for _ in range(c.batches_per_epoch):
-                index = np.concatenate([rng.choice(positives, c.positives_per_batch),
-                                        rng.choice(negatives, c.negatives_per_batch - n_mined),
+                index = np.concatenate([positives.draw(c.positives_per_batch, rng),
+                                        negatives.draw(c.negatives_per_batch - n_mined, rng),
                                         rng.choice(mined, n_mined) if n_mined else np.zeros(0, np.intp)])
                 labels = np.r_[np.ones(c.positives_per_batch), np.zeros(c.negatives_per_batch)].astype(np.int64)
                 batch = np.stack([_augment(regions.pixels[i], rng, c) for i in index])
@@ -433,6 +439,21 @@ def _cap_regions(best, cap: int, fg_iou: float, rng) -> tuple[np.ndarray, np.nda
     weight = np.ones(len(chosen))
     weight[len(positive):] = len(negative) / max(room, 1)
     return chosen, weight
+
+
+@dataclass
+class _Pool:
+    """Indices of one kind of region, and the share of each draw that comes from its whole-field part: crops
+    centred on mitoses outnumber fields a hundredfold, but only fields show the look-alikes detection meets."""
+
+    every: np.ndarray
+    on_fields: np.ndarray
+    field_share: float
+
+    def draw(self, count: int, rng) -> np.ndarray:
+        from_fields = round(count * self.field_share) if len(self.on_fields) else 0
+        return np.concatenate([rng.choice(self.every, count - from_fields),
+                               rng.choice(self.on_fields, from_fields) if from_fields else np.zeros(0, np.intp)])
 
 
 @dataclass

@@ -65,7 +65,7 @@ def train_detector(fields: list[LabelledField], segmentation: SegmentationModel,
                                                                config.tiling.halo, device=device)
         proposals.append(_proposals(f, prob, config))
         liberal.append(_proposals(f, prob, _training_config(config)))
-    train = [Sample(fields[i].rgb, fields[i].boxes, liberal[i]) for i in train_idx]
+    train = [Sample(fields[i].rgb, fields[i].boxes, liberal[i], _is_whole_field(fields[i], config)) for i in train_idx]
     val = [(fields[i], proposals[i]) for i in val_idx]
     history = []
     rcnn = RCNN(config.detector, device)
@@ -114,13 +114,17 @@ def _calibration_images(fields, proposals, train_idx, val_idx, config: Config):
     the validation images do: held out from phase 2 (and from phase 1 when train-seg split with the same
     seed and fraction), their scores are not too easy as the training images' are.
     """
-    side = config.tiling.tile_size
     position = {index: at for at, index in enumerate(train_idx)}
-    chosen = [i for i in [*val_idx, *train_idx] if min(fields[i].rgb.shape[:2]) >= side]
+    chosen = [i for i in [*val_idx, *train_idx] if _is_whole_field(fields[i], config)]
     if not any(len(fields[i].boxes) for i in chosen):
         chosen = list(val_idx)
     return ([Sample(fields[i].rgb, fields[i].boxes, proposals[i]) for i in chosen],
             [position.get(i) for i in chosen])
+
+
+def _is_whole_field(image: LabelledField, config: Config) -> bool:
+    """At least a tile wide and high: an image as detection sees it, not a crop centred on a mitosis."""
+    return min(image.rgb.shape[:2]) >= config.tiling.tile_size
 
 
 def _training_config(config: Config) -> Config:
