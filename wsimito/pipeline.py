@@ -47,7 +47,7 @@ from wsimito.model_settings import used_settings
 from wsimito.outputs.gallery import write_gallery
 from wsimito.outputs.geojson import detection_features, hotspot_feature, unread_feature, write_geojson
 from wsimito.outputs.overlay import write_overlay
-from wsimito.outputs.zarr_store import SlideStore, is_complete
+from wsimito.outputs.zarr_store import SlideStore, is_complete, update_attributes
 from wsimito.reports import write_reports
 from wsimito.resume import needs_new_outputs, stale_reason
 from wsimito.schema import DETECTION_COLUMNS
@@ -192,9 +192,8 @@ def rethreshold(path, out: Path, settings: "DetectSettings", recorded_path=None)
         table, row = _slide_outputs(slide, identifier, shown, out, candidates, settings.threshold, tissue,
                                     settings.config, settings.model_sha256, group.attrs["counts_row"]["tiles"],
                                     unread, started)
-    group = zarr.open_group(str(store), mode="r+")
     recorded = group.attrs["config"]
-    group.attrs.update({"threshold": settings.threshold, "counts_row": row, "config": {
+    update_attributes(store, {"threshold": settings.threshold, "counts_row": row, "config": {
         **recorded, "clinical": settings.config.to_dict()["clinical"],
         "detector": {**recorded.get("detector", {}), "threshold": settings.threshold}}})
     return SlideResult(identifier, shown, row["status"], table, row)
