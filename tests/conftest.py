@@ -1,6 +1,7 @@
 """Shared test fixtures: the real data in ../shared/data and small pyramids made on the fly."""
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -58,6 +59,39 @@ def write_pyramid(path: Path, level0: np.ndarray, mpp: float, levels: int = 3, t
             h, w = image.shape[:2]
             image = cv2.resize(image[: h // 2 * 2, : w // 2 * 2], (w // 2, h // 2), interpolation=cv2.INTER_AREA)
     return path
+
+
+# Elston & Ellis (1991) for 0.50 mm fields, as a pathologist's table prints it: up to 7 mitoses in ten fields
+# score 1, from 15 score 3 (written out here, not taken from wsimito's table).
+NOTTINGHAM_050 = (7, 15)
+ROUNDED = 1e-5  # counts.csv rounds floats to 6 decimals: a density from a rounded 0.35 mm² is 1.4e-6 off
+
+
+def check_clinical_columns(row: dict, detections: np.ndarray) -> None:
+    """A counts.csv row's clinical columns against its detections ((N, 2) level-0 x, y), recomputed from their
+    definitions: count, density over the tissue examined, the hotspot's count in its own window, the count per
+    ten 0.5 mm fields and the Nottingham score."""
+    count, tissue, mpp = int(row["mitoses"]), float(row["tissue_mm2"]), float(row["mpp"])
+    assert count == len(detections) and tissue > 0
+    assert float(row["mitoses_per_mm2"]) == pytest.approx(count / tissue, rel=ROUNDED)
+    area, (hx, hy) = float(row["hotspot_mm2"]), (float(row["hotspot_x"]), float(row["hotspot_y"]))
+    x, y, eps = detections[:, 0], detections[:, 1], 1e-6
+    if row["hotspot_shape"] == "square":
+        half = math.sqrt(area * 1e6) / mpp / 2
+        inside = (np.abs(x - hx) <= half + eps) & (np.abs(y - hy) <= half + eps)
+    else:
+        inside = np.hypot(x - hx, y - hy) <= math.sqrt(area * 1e6 / math.pi) / mpp + eps
+    hotspot = int(row["hotspot_count"])
+    assert hotspot == int(inside.sum()) <= count
+    assert float(row["hotspot_per_mm2"]) == pytest.approx(hotspot / area, rel=ROUNDED)
+    assert float(row["field_diameter_mm"]) == 0.5
+    per_10 = hotspot * 10 * math.pi * 0.25**2 / area
+    assert float(row["mitoses_per_10_hpf"]) == pytest.approx(per_10, rel=ROUNDED)
+    rounded = math.floor(per_10 + 0.5)
+    assert int(row["mitotic_score"]) == (1 if rounded <= NOTTINGHAM_050[0] else 3 if rounded >= NOTTINGHAM_050[1]
+                                         else 2)
+    if tissue < area:  # a hotspot bigger than the tissue is flagged, never passed off as a full one
+        assert row["hotspot_fits"] == "False" and "smaller than" in row["hotspot_note"]
 
 
 TINY_MODEL_CONFIG = {
