@@ -11,17 +11,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 import yaml
 import zarr
 
-from tests.conftest import check_clinical_columns, write_pyramid
-from wsimito.bundle import MitosisModel
-from wsimito.config import load_config
-from wsimito.rcnn import RCNN
-from wsimito.segmentation import SegmentationModel
+from tests.conftest import DARK_DISK_MODEL_MPP, check_clinical_columns, write_pyramid
 
-MODEL_MPP, SLIDE_MPP = 0.25, 0.5
+MODEL_MPP, SLIDE_MPP = DARK_DISK_MODEL_MPP, 0.5
 TILE, HALO = 256, 32  # the run's tiles: cores of 192 px at the model's mpp, 96 px of the slide
 CORE = (TILE - 2 * HALO) * MODEL_MPP / SLIDE_MPP
 SIZE = (1000, 1400)  # slide height, width in pixels: 500 x 700 µm
@@ -35,50 +30,6 @@ TOLERANCE_UM = 8.0  # MITOS' matching radius, as the issue asks; the measured wo
 MEASURED_WORST_UM = 0.5  # a slide pixel; measured 0.125 µm (a sub-pixel centre drawn at 1/16 px, found to 1/4)
 
 
-def _dark_disk_net() -> SegmentationModel:
-    """A real two-level wavelet U-Net with set weights: its mitosis probability rises with darkness.
-
-    Level 0's block computes relu(darkness) (darkness = 1 - mean RGB / 127.5: +0.45 on the disks, -0.65 on the
-    pink); level 1 and the up path give 0, the decoder passes level 0 on, and the head maps it to a logit
-    -4 + 40 relu(darkness): 0.02 on the pink, 0.5 where the mean RGB is 115, 1.0 on the disks.
-    """
-    model = SegmentationModel.new({"arch": "wavelet", "widths": [1, 1], "convs_per_block": 1}, MODEL_MPP)
-    net = model.net
-    with torch.no_grad():
-        for parameter in net.parameters():
-            parameter.zero_()
-        for block in (net.encoders[0], net.encoders[1], net.decoders[0]):
-            norm = block[1]
-            norm.weight.fill_(1.0)
-            norm.running_mean.zero_()
-            norm.running_var.fill_(1.0 - norm.eps)  # an identity in eval mode
-        net.encoders[0][0].weight[0, :, 1, 1] = -1.0 / 3  # -mean of the input scaled to [-1, 1]: darkness
-        net.decoders[0][0].weight[0, 0, 1, 1] = 1.0
-        net.head.weight[1, 0, 0, 0], net.head.bias[1] = 40.0, -4.0
-    net.eval()
-    return model
-
-
-def _every_region_rcnn(config) -> RCNN:
-    """A real R-CNN whose linear parts score every region 0.98 and leave its box as proposed: the detections
-    are the segmentation's regions, so their places are the pipeline's geometry alone."""
-    torch.manual_seed(0)
-    rcnn = RCNN(config.detector)
-    dim = rcnn.cnn.feature_dim
-    rcnn.feature_mean_, rcnn.feature_scale_ = np.zeros(dim), np.ones(dim)
-    rcnn.svm_coef_, rcnn.svm_intercept_, rcnn.platt_ = np.zeros(dim), 4.0, (1.0, 0.0)
-    rcnn.ridge_coef_, rcnn.ridge_intercept_ = np.zeros((4, dim)), np.zeros(4)
-    return rcnn
-
-
-def dark_disk_bundle(directory: Path) -> Path:
-    config = load_config(None, {"tiling.mpp": MODEL_MPP, "detector.proposal_threshold": 0.5,
-                                "detector.cnn_widths": [8, 16], "detector.warp": 32, "detector.context": 4,
-                                "detector.threshold": 0.5, "detector.choose_threshold": False})
-    segmentation = _dark_disk_net()
-    return MitosisModel(segmentation, _every_region_rcnn(config), config).save(directory)
-
-
 def dark_disk_slide(path: Path) -> Path:
     """Pink tissue with purple disks of RADIUS_UM, anti-aliased at sub-pixel centres; a lossless pyramid."""
     image = np.empty((*SIZE, 3), np.uint8)
@@ -90,8 +41,8 @@ def dark_disk_slide(path: Path) -> Path:
     return write_pyramid(path, image, SLIDE_MPP)
 
 
-def test_disks_are_found_once_each_where_they_are_across_tiles_resampling_and_stitching(tmp_path):
-    bundle = dark_disk_bundle(tmp_path / "model")
+def test_disks_are_found_once_each_where_they_are_across_tiles_resampling_and_stitching(dark_disk_model, tmp_path):
+    bundle = dark_disk_model
     slide = dark_disk_slide(tmp_path / "disks.tiff")
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({"tiling": {"tile_size": TILE, "halo": HALO}}))
