@@ -173,7 +173,8 @@ def test_same_detections_whatever_the_workers(data, busy_model, tmp_path):
     three = read_csv(tmp_path / "w3/detections.csv")
     assert len(one) == len(three) > 0
     for a, b in zip(one, three):
-        assert [float(a[k]) for k in "x y score".split()] == pytest.approx([float(b[k]) for k in "x y score".split()], abs=1e-4)
+        columns = "x y score".split()
+        assert [float(a[k]) for k in columns] == pytest.approx([float(b[k]) for k in columns], abs=1e-4)
 
 
 def test_killed_run_finishes_on_rerun_with_the_same_results(busy_model, tmp_path):

@@ -12,12 +12,12 @@ import torch
 
 from tests.conftest import REPO, smooth_texture
 from wsimito import devices
+from wsimito.bundle import MitosisModel
 from wsimito.config import DetectorConfig, SegmentationNetConfig
 from wsimito.errors import WsimitoError
-from wsimito.bundle import MitosisModel
-from wsimito.inference import detect_tiles, propose
-from wsimito.rcnn import RCNN
+from wsimito.inference import detect_tiles
 from wsimito.nets.inputs import normalize
+from wsimito.rcnn import RCNN
 from wsimito.segmentation import SegmentationModel, predict_proba
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

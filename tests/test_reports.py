@@ -75,8 +75,10 @@ def merge_cli(*args):
 
 
 @pytest.mark.parametrize("problem, message", [
-    ("missing shard", "1 of 3 shard table(s) missing (tasks that never ran or failed to start): counts.shard-1-of-3.csv"),
-    ("duplicate", "1 slide(s) in more than one row, not merged: 'e' in counts.shard-0-of-3.csv and counts.shard-2-of-3.csv"),
+    ("missing shard", "1 of 3 shard table(s) missing (tasks that never ran or failed to start): "
+                      "counts.shard-1-of-3.csv"),
+    ("duplicate", "1 slide(s) in more than one row, not merged: 'e' in counts.shard-0-of-3.csv and "
+                  "counts.shard-2-of-3.csv"),
     ("two splits", "tables of different splits (of-2, of-3); move away the ones of the old run"),
     ("missing expected", "1 of 7 expected slide(s) have no row in any shard: /data/slides/g.svs"),
     ("missing detections", "missing, though counts.shard-2-of-3.csv exists"),

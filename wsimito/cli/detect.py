@@ -119,6 +119,7 @@ def detect(slides, output, model_path, config_path, device, mpp, threshold, work
         """The run's threshold, once the config asks for no model setting the bundle does not have."""
         check_model_settings(model, config, given, model_path, config_path or "the options")
         return run_threshold(model, config, given, asked)
+
     sha256 = bundle_sha256(model_path)
     say = stderr_lines(quiet, "wsimito: ")
     note = stderr_lines(False, "wsimito: ")  # waits for other runs: shown even with --quiet
