@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wsimito.config import Config, load_config
+from wsimito.config import Config, given_keys, load_config
 from wsimito.errors import WsimitoError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,3 +44,11 @@ def test_bad_configs_name_the_file_and_key(tmp_path, text, message):
 
 def test_int_accepted_for_float():
     assert load_config(None, {"tissue.mpp": 4}).tissue.mpp == 4.0
+
+
+def test_given_keys_are_what_the_file_and_overrides_set_not_the_defaults(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("tiling:\n  halo: 16\nsegmentation:\n  widths: [8, 16]\nclinical: {}\n")
+    assert given_keys(path, {"tissue.whole": True, "tiling.halo": 8}) == ["tiling.halo", "segmentation.widths",
+                                                                          "tissue.whole"]
+    assert given_keys(None) == []

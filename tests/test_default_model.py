@@ -6,8 +6,10 @@ import json
 import shlex
 import subprocess
 
+import numpy as np
 import pytest
-from conftest import readme_setup_commands
+import zarr
+from conftest import check_clinical_columns, readme_setup_commands
 
 from wsimito.bundle import MitosisModel, bundle_sha256
 from wsimito.weights import DEFAULT_MODEL, default_model_path
@@ -62,3 +64,12 @@ def test_the_readme_first_run(tmp_path):
     with open(out / "counts.csv", newline="") as fh:
         row = next(csv.DictReader(fh))
     assert row["status"] == "ok" and int(row["tiles"]) > 0
+    # the numbers, not only the files: the clinical columns follow from the detections, and the Zarr store
+    # records the settings the shipped model ran with (its widths 16-128, not the default config's 32-256)
+    with open(out / "detections.csv", newline="") as fh:
+        detections = np.array([[float(d["x"]), float(d["y"])] for d in csv.DictReader(fh)]).reshape(-1, 2)
+    assert len(detections) > 10  # the shipped model finds about 29 on the sample (README)
+    check_clinical_columns(row, detections)
+    attrs = zarr.open_group(str(out / "CMU-1-Small-Region.zarr"), mode="r").attrs.asdict()
+    assert attrs["config"]["segmentation"]["widths"] == [16, 32, 64, 128]
+    assert attrs["config"]["segmentation"] == MitosisModel.load(DEFAULT_MODEL).settings.to_dict()["segmentation"]

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from PIL import Image
 
+from wsimito.outputs.zarr_store import mean_2x2
 from wsimito.pipeline import in_shard
 from wsimito.schema import COUNTS_CSV_COLUMNS
 from wsimito.stitch import merge_duplicates, tile_to_slide
@@ -95,12 +97,48 @@ def _check_zarr(path, model_dir):
         assert below.shape == (-(-above.shape[0] // 2), -(-above.shape[1] // 2))
     assert max(levels[-1].shape) <= 256 and levels[0].dtype == np.uint8
     assert group["detections"].shape[1] == 7
+    # values, not only shapes: every tissue tile's core was written (the fill value 0 is a probability no
+    # net gives: the busy model's are above 1/255 everywhere), and each level is the 2x2 mean of the one above
+    cores = levels[0][:].reshape(levels[0].shape[0] // stride, stride, levels[0].shape[1] // stride, stride)
+    written = (cores > 0).all(axis=(1, 3))
+    assert written.sum() == attrs["counts_row"]["tiles"], "every tissue tile's core, and only those"
+    for above, below in zip(levels, levels[1:]):
+        assert np.array_equal(below[:], mean_2x2(above[:]))
     # an OME-Zarr image to viewers: a maintained validator accepts it, level 0 at the model's mpp in µm
     from ome_zarr_models.v05.image import Image
 
     datasets = Image.from_zarr(group["probability"]).ome_attributes.multiscales[0].datasets
     assert len(datasets) == attrs["pyramid_levels"]
     assert datasets[0].coordinateTransformations[0].scale == [attrs["model_mpp"]] * 2
+
+
+def test_the_stored_map_is_the_segmentation_of_the_image(dark_disk_model, tmp_path):
+    """The Zarr's level 0 holds, tile core by tile core, what segment_array gives on the same image (a field at
+    the model's mpp: nothing resampled), to the uint8 rounding; a writer that wrote nothing, or wrote a core in
+    its neighbour's place, fails here. The dark-disk model's map has contrast (dark nuclei near 1, the rest
+    near 0.02) where a trained-for-seconds model's is flat."""
+    from wsimito.bundle import MitosisModel
+    from wsimito.segmentation import segment_array
+    from wsimito.synth import write_fields
+
+    image = write_fields(tmp_path / "field", n=1, size=(900, 1100), mpp=0.25, seed=5)[0]
+    result = wsimito("detect", image, "-o", tmp_path / "out", "--model", dark_disk_model, "--quiet")
+    assert result.returncode == 0, result.stderr
+    store = zarr.open_group(str(tmp_path / "out" / f"{image.stem}.zarr"), mode="r")
+    stride = store.attrs["tile_stride"]
+    rgb = np.asarray(Image.open(image).convert("RGB"))
+    expected = np.rint(segment_array(MitosisModel.load(dark_disk_model).segmentation, rgb, 512, 32) * 255)
+    stored = store["probability/0"][: rgb.shape[0], : rgb.shape[1]].astype(float)
+    assert (expected > 128).mean() > 0.005 and (expected < 10).mean() > 0.5  # contrast: a misplaced core shows
+    written = 0
+    for y in range(0, rgb.shape[0], stride):
+        for x in range(0, rgb.shape[1], stride):
+            core, want = stored[y : y + stride, x : x + stride], expected[y : y + stride, x : x + stride]
+            if core.any():
+                written += core.size
+                assert np.abs(core - want).max() <= 1, (y, x)  # rounding of float noise
+    assert written >= 0.9 * rgb.shape[0] * rgb.shape[1]  # the field is tissue: nearly all of it was written
+    assert store["detections"].shape[0] > 0
 
 
 def test_fields_and_jpeg2000_slide_with_mpp(data, tiny_model, busy_model, tmp_path):
@@ -135,7 +173,8 @@ def test_same_detections_whatever_the_workers(data, busy_model, tmp_path):
     three = read_csv(tmp_path / "w3/detections.csv")
     assert len(one) == len(three) > 0
     for a, b in zip(one, three):
-        assert [float(a[k]) for k in "x y score".split()] == pytest.approx([float(b[k]) for k in "x y score".split()], abs=1e-4)
+        columns = "x y score".split()
+        assert [float(a[k]) for k in columns] == pytest.approx([float(b[k]) for k in columns], abs=1e-4)
 
 
 def test_killed_run_finishes_on_rerun_with_the_same_results(busy_model, tmp_path):

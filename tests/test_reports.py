@@ -75,8 +75,10 @@ def merge_cli(*args):
 
 
 @pytest.mark.parametrize("problem, message", [
-    ("missing shard", "1 of 3 shard table(s) missing (tasks that never ran or failed to start): counts.shard-1-of-3.csv"),
-    ("duplicate", "1 slide(s) in more than one row, not merged: 'e' in counts.shard-0-of-3.csv and counts.shard-2-of-3.csv"),
+    ("missing shard", "1 of 3 shard table(s) missing (tasks that never ran or failed to start): "
+                      "counts.shard-1-of-3.csv"),
+    ("duplicate", "1 slide(s) in more than one row, not merged: 'e' in counts.shard-0-of-3.csv and "
+                  "counts.shard-2-of-3.csv"),
     ("two splits", "tables of different splits (of-2, of-3); move away the ones of the old run"),
     ("missing expected", "1 of 7 expected slide(s) have no row in any shard: /data/slides/g.svs"),
     ("missing detections", "missing, though counts.shard-2-of-3.csv exists"),
@@ -121,11 +123,35 @@ def test_failed_slides_are_merged_listed_and_exit_1(tmp_path):
     result = merge_cli(tmp_path)
     assert result.exit_code == 1
     assert "wsimito: error: broken: /data/slides/broken.svs: not a slide" in result.output
-    assert "2 shards, 3 slides (1 failed)" in result.output
+    assert "2 shards, 3 slides (1 error)" in result.output
     assert [r["status"] for r in read_csv(tmp_path / "counts.csv")] == ["ok", "error", "ok"]
     page = (tmp_path / "index.html").read_text(encoding="utf-8")  # the merged batch on one page, in table order
     assert page.index('id="a"') < page.index('id="broken"') < page.index('id="c"')
     assert "/data/slides/broken.svs: not a slide" in page and "index.html" in result.output
+
+
+def test_partial_and_no_tissue_slides_keep_their_status_and_are_not_called_errors(tmp_path):
+    """A partial slide finished with a problem (some tissue unread): merged, listed and exit 1 as detect does,
+    but under its own status, never as an error and never as ok."""
+    rows = [count_row("a"), count_row("damaged", "partial", 3), count_row("crop", "no-tissue", 0)]
+    rows[1].update(mitoses="3", error="/data/slides/damaged.svs: 1 of 9 tiles unread (0.01 mm² of tissue)")
+    rows[2].update(mitoses="0", error="/data/slides/crop.svs: no tissue found")
+    write_csv_atomic(tmp_path / "counts.shard-0-of-2.csv", COUNTS_CSV_COLUMNS, rows[:2])
+    write_csv_atomic(tmp_path / "detections.shard-0-of-2.csv", DETECTIONS_CSV_COLUMNS,
+                     detection_rows("a", 1) + detection_rows("damaged", 3))
+    write_csv_atomic(tmp_path / "counts.shard-1-of-2.csv", COUNTS_CSV_COLUMNS, rows[2:])
+    write_csv_atomic(tmp_path / "detections.shard-1-of-2.csv", DETECTIONS_CSV_COLUMNS, [])
+    result = merge_cli(tmp_path)
+    assert result.exit_code == 1
+    assert "wsimito: partial: damaged: /data/slides/damaged.svs: 1 of 9 tiles unread" in result.output
+    assert "wsimito: no-tissue: crop: /data/slides/crop.svs: no tissue found" in result.output
+    assert "error" not in result.output.replace("errors", "")
+    assert "2 shards, 3 slides (1 no-tissue, 1 partial), 4 mitoses" in result.output
+    merged = {r["slide"]: r for r in read_csv(tmp_path / "counts.csv")}
+    assert [merged[s]["status"] for s in ("a", "damaged", "crop")] == ["ok", "partial", "no-tissue"]
+    assert merged["damaged"]["mitoses"] == "3"
+    summary = merge_reports(tmp_path)
+    assert [(slide, status) for slide, status, _ in summary.failed] == [("crop", "no-tissue"), ("damaged", "partial")]
 
 
 def test_help_has_examples_and_merging_needs_no_torch():

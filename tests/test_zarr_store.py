@@ -47,3 +47,43 @@ def test_probability_pyramid_is_an_ome_zarr_image_at_the_model_mpp(tmp_path):
     level0 = group["0"][:]
     assert np.array_equal(level0[300:600, 600:900], np.rint(cores[(1, 2)] * 255).astype(np.uint8))
     assert np.array_equal(group["1"][:], mean_2x2(level0))
+
+
+_REWRITER = """
+import sys
+from wsimito.outputs.zarr_store import update_attributes
+store, size = sys.argv[1], int(sys.argv[2])
+for round in range(10**9):
+    update_attributes(store, {"threshold": round % 2 / 2, "notes": str(round % 10) * size})
+    print(round, flush=True)
+"""
+
+
+def test_attributes_rewritten_again_and_again_survive_a_kill_at_any_moment(tmp_path):
+    """rethreshold rewrites a finished store's attributes: killed at any moment, the store stays complete, its
+    attributes the old or the new (a writer that rewrites zarr.json in place, as zarr 3.0 does, fails here)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import zarr
+
+    from wsimito.outputs.zarr_store import SlideStore, is_complete
+
+    path = tmp_path / "s.zarr"
+    store = SlideStore(path, (64, 64), chunk=64, mpp=0.25)
+    store.write_core(0, 0, np.full((64, 64), 0.5))
+    store.finish(np.zeros((0, 7)), {"slide": "s", "threshold": 0.0})
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        process = subprocess.Popen([sys.executable, "-c", _REWRITER, str(path), str(4 * 2**20)],
+                                   stdout=subprocess.PIPE, text=True)
+        process.stdout.readline()  # one rewrite done: the next ones are under way
+        time.sleep(rng.uniform(0, 0.2))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        attrs = zarr.open_group(str(path), mode="r").attrs.asdict()
+        assert is_complete(path) and attrs["slide"] == "s" and attrs["threshold"] in (0.0, 0.5)
+        assert len(attrs["notes"]) == 4 * 2**20 and len(set(attrs["notes"])) == 1
+    assert zarr.open_group(str(path / "probability"), mode="r")["0"][0, 0] == 128

@@ -10,19 +10,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from wsimito import __version__
-from wsimito.config import Config, load_config
-from wsimito.errors import WsimitoError
+from wsimito.config import Config, DetectorConfig, SegmentationNetConfig, build_section
+from wsimito.errors import BundleError, WsimitoError
 from wsimito.outputs.atomic import atomic_directory, atomic_path
 from wsimito.rcnn import RCNN
 from wsimito.segmentation import SegmentationModel
 
 _FILES = ("model.json", "segmentation.pt", "rcnn.pt")
+# The R-CNN part of a bundle as rcnn.pt holds it (RCNN.state); the CNN's weights and the fitted linear parts.
+_RCNN_KEYS = ("config", "cnn", "arrays", "svm_intercept", "platt")
+# Detector settings that inference reads from model.json, not from rcnn.pt: the proposals (inference.propose)
+# and the model's own threshold (train-det chooses it after the R-CNN is saved in memory).
+_MODEL_JSON_DETECTOR_KEYS = ("proposals", "proposal_threshold", "proposal_margin_um", "min_box_um", "max_box_um",
+                             "threshold")
 
 
 @dataclass
@@ -36,6 +42,16 @@ class MitosisModel:
     def mpp(self) -> float:
         return self.segmentation.mpp
 
+    @property
+    def settings(self) -> Config:
+        """The settings this bundle's parts run with, which ``config`` may not say alone: the net is built from
+        segmentation.pt's own spec at its own mpp, the R-CNN scores with rcnn.pt's settings, and the proposals
+        and the default threshold come from ``config`` (model.json)."""
+        proposals = {key: getattr(self.config.detector, key) for key in _MODEL_JSON_DETECTOR_KEYS}
+        return replace(self.config, tiling=replace(self.config.tiling, mpp=self.mpp),
+                       segmentation=build_section(SegmentationNetConfig, self.segmentation.spec, "segmentation spec"),
+                       detector=replace(self.rcnn.config, **proposals))
+
     def save(self, directory) -> Path:
         """Write the bundle as a whole: a folder filled under a temporary name replaces ``directory``.
 
@@ -46,8 +62,9 @@ class MitosisModel:
         if directory.exists() and (not directory.is_dir() or {p.name for p in directory.iterdir()} - set(_FILES)):
             raise WsimitoError(f"{directory}: exists and is not a detector bundle; a bundle replaces its folder "
                                "whole, so give a new or empty folder")
+        # the settings the parts run with: a config whose segmentation section is not the net's would mislead
         meta = {"kind": "wsimito-detector", "wsimito_version": __version__, "mpp": self.mpp,
-                "config": self.config.to_dict(), "notes": self.notes}
+                "config": self.settings.to_dict(), "notes": self.notes}
         with atomic_directory(directory) as staged:
             for name, write in (
                 ("segmentation.pt", lambda p: torch.save(self.segmentation.state(), p)),
@@ -66,11 +83,13 @@ class MitosisModel:
         missing = [name for name in _FILES if not (directory / name).exists()]
         if missing:
             raise WsimitoError(f"{directory}: not a wsimito detector bundle (missing {', '.join(missing)})")
-        meta = json.loads((directory / "model.json").read_text())
-        config = load_config(None, _flatten(meta["config"]))
-        segmentation = SegmentationModel.load(directory / "segmentation.pt", device)
-        state = torch.load(directory / "rcnn.pt", map_location=device, weights_only=True)
-        return cls(segmentation, RCNN.from_state(state, device), config, meta.get("notes", {}))
+        meta = _read_meta(directory / "model.json")
+        config = _checked(directory / "model.json", meta, lambda: build_section(Config, meta["config"], "config"))
+        try:
+            segmentation = SegmentationModel.load(directory / "segmentation.pt", device)
+        except WsimitoError as exc:
+            raise BundleError(str(exc)) from None
+        return cls(segmentation, _load_rcnn(directory / "rcnn.pt", device), config, meta.get("notes", {}))
 
 
 def bundle_sha256(directory) -> str:
@@ -82,5 +101,41 @@ def bundle_sha256(directory) -> str:
     return digest.hexdigest()
 
 
-def _flatten(sections: dict) -> dict:
-    return {f"{section}.{key}": value for section, values in sections.items() for key, value in values.items()}
+def _read_meta(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("kind") != "wsimito-detector":
+        raise BundleError(f"{path}: not a wsimito detector's model.json (no kind 'wsimito-detector')")
+    if not isinstance(meta.get("config"), dict):
+        raise BundleError(f"{path}: the required key 'config' is missing or not a mapping")
+    return meta
+
+
+def _load_rcnn(path: Path, device) -> RCNN:
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:
+        raise BundleError(f"{path}: not a wsimito R-CNN file ({str(exc).splitlines()[0][:120]})") from None
+    missing = [key for key in _RCNN_KEYS if not isinstance(state, dict) or key not in state]
+    if missing or not isinstance(state["config"], dict):
+        raise BundleError(f"{path}: the required key(s) {', '.join(missing or ['config'])} are missing or not what "
+                          "an R-CNN of wsimito holds")
+    _checked(path, state, lambda: build_section(DetectorConfig, state["config"], "config"))
+    try:
+        return RCNN.from_state(state, device)
+    except (RuntimeError, KeyError, TypeError, ValueError) as exc:  # weights of another shape, a renamed array
+        raise BundleError(f"{path}: does not load ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
+
+
+def _checked(path: Path, meta: dict, build):
+    """``build()``, its errors (an unknown, renamed or mistyped key) named with the bundle file and the version
+    that wrote it: a key only a newer wsimito knows is an unknown one here, and a key with a default that is
+    missing is not an error (a bundle from before that key was added)."""
+    try:
+        return build()
+    except WsimitoError as exc:
+        written = meta.get("wsimito_version")
+        version = f"; written by wsimito {written}, this is {__version__}" if written and written != __version__ else ""
+        raise BundleError(f"{path}: {exc}{version}") from None

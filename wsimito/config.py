@@ -241,24 +241,38 @@ def plain(value):
 
 def load_config(path=None, overrides: dict | None = None) -> Config:
     """Defaults, updated by the YAML file at ``path``, then by ``{"section.key": value}`` overrides."""
-    data: dict = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise SettingsError(f"{path}: config file not found") from None
-        except yaml.YAMLError as exc:
-            raise SettingsError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise SettingsError(f"{path}: a config must be a mapping of sections")
+    data = _read(path)
     for dotted, value in (overrides or {}).items():
         section, key = dotted.split(".", 1)
         data.setdefault(section, {})[key] = value
-    return _build(Config, data, str(path) if path else "config")
+    return build_section(Config, data, str(path) if path else "config")
 
 
-def _build(cls, data: dict, where: str):
+def given_keys(path=None, overrides: dict | None = None) -> list[str]:
+    """The ``section.key`` names the YAML file at ``path`` and the overrides set: what a user asked for, as
+    opposed to the defaults (a command can then tell a setting it cannot honour from one nobody gave)."""
+    keys = [f"{section}.{key}" for section, values in _read(path).items() if isinstance(values, dict)
+            for key in values]
+    return keys + [key for key in (overrides or {}) if key not in keys]
+
+
+def _read(path) -> dict:
+    """The mapping of sections in the YAML file at ``path`` ({} for none)."""
+    if path is None:
+        return {}
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise SettingsError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path}: a config must be a mapping of sections")
+    return data
+
+
+def build_section(cls, data: dict, where: str):
     """Instantiate a config dataclass from a mapping, refusing keys it does not know."""
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(known))
@@ -270,7 +284,7 @@ def _build(cls, data: dict, where: str):
         if dataclasses.is_dataclass(default):
             if not isinstance(value, dict):
                 raise SettingsError(f"{where}: section '{name}' must be a mapping")
-            values[name] = _build(type(default), value, f"{where}: {name}")
+            values[name] = build_section(type(default), value, f"{where}: {name}")
         else:
             values[name] = _coerce(value, known[name].default, f"{where}: {name}")
     return cls(**values)

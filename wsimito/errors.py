@@ -25,3 +25,10 @@ class SlideError(WsimitoError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+class BundleError(WsimitoError):
+    """A detector bundle that cannot be loaded as it is (a file missing, a config key unknown or of the wrong
+    type, a file of another kind), named with the bundle and the key. Exit code 2: refused before any slide."""
+
+    exit_code = 2

@@ -43,10 +43,11 @@ from wsimito.evaluation import slide_summary
 from wsimito.heap import release_free_memory
 from wsimito.inference import detect_tiles, slide_stain
 from wsimito.locks import SlideLock
+from wsimito.model_settings import used_settings
 from wsimito.outputs.gallery import write_gallery
 from wsimito.outputs.geojson import detection_features, hotspot_feature, unread_feature, write_geojson
 from wsimito.outputs.overlay import write_overlay
-from wsimito.outputs.zarr_store import SlideStore, is_complete
+from wsimito.outputs.zarr_store import SlideStore, is_complete, update_attributes
 from wsimito.reports import write_reports
 from wsimito.resume import needs_new_outputs, stale_reason
 from wsimito.schema import DETECTION_COLUMNS
@@ -127,7 +128,8 @@ def detect_slide(path, out: Path, model: MitosisModel, model_sha256: str, config
         table, row = _slide_outputs(slide, identifier, shown, out, candidates, threshold, tissue, config,
                                     model_sha256, len(tiles), unread, started)
         store.finish(candidates, {
-            "wsimito_version": __version__, "model_sha256": model_sha256, "config": config.to_dict(),
+            "wsimito_version": __version__, "model_sha256": model_sha256,
+            "config": used_settings(model, config, threshold).to_dict(),  # the model's settings, not the run's
             "slide": identifier, "path": shown, "mpp": slide.mpp, "mpp_source": slide.mpp_source,
             "model_mpp": model.mpp, "tile_stride": stride, "tissue_mm2": tissue.area_mm2, "threshold": threshold,
             "unread_tiles": [tile.to_dict() for tile in unread], "timings": timings, "counts_row": row,
@@ -181,7 +183,7 @@ def rethreshold(path, out: Path, settings: "DetectSettings", recorded_path=None)
     shown = str(path if recorded_path is None else recorded_path)
     identifier = slide_id(path)
     store = out / f"{identifier}.zarr"
-    group = zarr.open_group(str(store), mode="r+")
+    group = zarr.open_group(str(store), mode="r")
     candidates = np.asarray(group["detections"][:], np.float64).reshape(-1, len(DETECTION_COLUMNS))
     # stores written before unread tiles were recorded have none listed
     unread = [UnreadTile.from_dict(tile) for tile in group.attrs.get("unread_tiles", [])]
@@ -190,8 +192,10 @@ def rethreshold(path, out: Path, settings: "DetectSettings", recorded_path=None)
         table, row = _slide_outputs(slide, identifier, shown, out, candidates, settings.threshold, tissue,
                                     settings.config, settings.model_sha256, group.attrs["counts_row"]["tiles"],
                                     unread, started)
-    group.attrs.update({"threshold": settings.threshold, "counts_row": row,
-                        "config": {**group.attrs["config"], "clinical": settings.config.to_dict()["clinical"]}})
+    recorded = group.attrs["config"]
+    update_attributes(store, {"threshold": settings.threshold, "counts_row": row, "config": {
+        **recorded, "clinical": settings.config.to_dict()["clinical"],
+        "detector": {**recorded.get("detector", {}), "threshold": settings.threshold}}})
     return SlideResult(identifier, shown, row["status"], table, row)
 
 

@@ -50,7 +50,9 @@ class MergeSummary:
     shards: int
     slides: int
     mitoses: int
-    failed: list[tuple[str, str]] = field(default_factory=list)  # (slide, error) of rows with status != ok
+    # (slide, status, error) of rows with status != ok: error, partial (finished with tissue unread) or
+    # no-tissue; each keeps its own status, a partial slide is not an error and not ok
+    failed: list[tuple[str, str, str]] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)  # slides with rows that --expect did not list
     counts_path: Path | None = None
     detections_path: Path | None = None
@@ -105,7 +107,7 @@ def merge_reports(out, expect: list[str] | None = None) -> MergeSummary:
     counts_name, detections_name = table_names()
     summary = MergeSummary(shards=len(shards), slides=len(merged),
                            mitoses=sum(len(detections.get(s, [])) for s in order),
-                           failed=[(r["slide"], r["error"]) for r in merged if r["status"] != "ok"],
+                           failed=[(r["slide"], r["status"], r["error"]) for r in merged if r["status"] != "ok"],
                            unexpected=unexpected)
     summary.counts_path = write_csv_atomic(out / counts_name, COUNTS_CSV_COLUMNS, merged)
     summary.detections_path = write_csv_atomic(out / detections_name, DETECTIONS_CSV_COLUMNS,

@@ -68,8 +68,14 @@ class SegmentationModel:
             raise WsimitoError(f"{path}: not a wsimito model file ({str(exc).splitlines()[0][:120]})") from None
         if not isinstance(state, dict) or state.get("kind") != MODEL_KIND:
             raise WsimitoError(f"{path}: not a wsimito segmentation model")
-        model = cls(_build(state["spec"]), dict(state["spec"]), float(state["mpp"]), state["info"])
-        model.net.load_state_dict(state["state_dict"])
+        missing = [key for key in ("spec", "mpp", "state_dict") if key not in state]
+        if missing:
+            raise WsimitoError(f"{path}: the required key(s) {', '.join(missing)} are missing")
+        try:
+            model = cls(_build(state["spec"]), dict(state["spec"]), float(state["mpp"]), state.get("info", {}))
+            model.net.load_state_dict(state["state_dict"])
+        except (WsimitoError, RuntimeError) as exc:  # a spec key renamed, weights of another net
+            raise WsimitoError(f"{path}: {str(exc).splitlines()[0]}") from None
         model.net.to(device).eval()
         return model
 

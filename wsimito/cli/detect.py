@@ -45,7 +45,7 @@ def _parse_shard(ctx, param, value):
               help="Treat the whole image as tissue (tissue.whole): for ROI crops and patches, which the tissue "
                    "mask finds too small to keep. The density is then per image area.")
 @click.option("--threshold", type=click.FloatRange(0, 1), help="Calibrated score for a detection to count. "
-              "Default: the model's own threshold.")
+              "Default: detector.threshold of --config, else the model's own threshold.")
 @click.option("--workers", type=click.IntRange(min=1), default=4, show_default=True,
               help="Threads reading tiles (the model itself runs one batch at a time per device).")
 @click.option("--shard", callback=_parse_shard, metavar="I/N",
@@ -77,6 +77,12 @@ def detect(slides, output, model_path, config_path, device, mpp, threshold, work
     for a crop or patch, --whole-image). Rerunning skips slides already
     complete, so a killed run is finished by running the same command again.
 
+    The model's settings come with the model (its bundle): --config may set
+    what a run decides (tissue, tiling.tile_size and halo, the threshold,
+    detector.duplicate_radius_um, clinical, cluster), and a config that gives
+    a model setting (segmentation, train_seg, boxes, the rest of detector,
+    tiling.mpp) other than the bundle's is refused before any slide is read.
+
     Runs that share an output folder never work on the same slide at once: a
     slide another run is processing (a lock file .<slide>.lock names it) is
     left for last, then its finished result is taken; a message says so.
@@ -97,22 +103,31 @@ def detect(slides, output, model_path, config_path, device, mpp, threshold, work
         wsimito detect slides/*.svs -o out/ --cluster slurm --config site.yaml
     """
     from wsimito.bundle import MitosisModel, bundle_sha256
-    from wsimito.config import load_config
+    from wsimito.config import given_keys, load_config
+    from wsimito.model_settings import check_model_settings, run_threshold
     from wsimito.pipeline import check_settings, run_batch
     from wsimito.weights import default_model_path
 
     if scheduler and cluster:
         raise click.UsageError("give --scheduler or --cluster, not both")
-    config = load_config(config_path, {"tissue.whole": True} if whole_image else None)
+    overrides = {"tissue.whole": True} if whole_image else None
+    config, given = load_config(config_path, overrides), given_keys(config_path, overrides)
     model_path = model_path or default_model_path()
+    asked = threshold
+
+    def checked(model):
+        """The run's threshold, once the config asks for no model setting the bundle does not have."""
+        check_model_settings(model, config, given, model_path, config_path or "the options")
+        return run_threshold(model, config, given, asked)
+
     sha256 = bundle_sha256(model_path)
     say = stderr_lines(quiet, "wsimito: ")
     note = stderr_lines(False, "wsimito: ")  # waits for other runs: shown even with --quiet
     if scheduler or cluster:
         from wsimito.cluster import cluster_runner
 
-        model = MitosisModel.load(model_path, "cpu")  # here only for its threshold and a check of the files
-        threshold = model.config.detector.threshold if threshold is None else threshold
+        model = MitosisModel.load(model_path, "cpu")  # here only for its settings and a check of the files
+        threshold = checked(model)
         check_settings(model, config, threshold)  # before a cluster starts (run_batch does it with a model)
 
         def on_result(done, total, result):
@@ -125,7 +140,7 @@ def detect(slides, output, model_path, config_path, device, mpp, threshold, work
     else:
         device = resolve_device(device)
         model = MitosisModel.load(model_path, device)
-        threshold = model.config.detector.threshold if threshold is None else threshold
+        threshold = checked(model)
         bars = _SlideProgress(quiet)
         results = run_batch(slides, output, model, sha256, config, threshold, device, workers, mpp=mpp, shard=shard,
                             overwrite=overwrite, on_slide=bars.slide, on_tiles=bars.tiles, on_note=note)

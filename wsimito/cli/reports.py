@@ -29,8 +29,9 @@ def merge_reports(output, expect_path):
     Nothing is written, and the exit code is 1 with a one-line error, when a
     shard's tables are missing, tables of two different splits are mixed, a
     slide has more than one row, or (with --expect) an expected slide has no
-    row. Without --expect rows are sorted by slide id. Slides whose row says
-    status=error are listed, and the exit code is 1, as `detect` does.
+    row. Without --expect rows are sorted by slide id. Slides whose status is
+    not ok are listed with it (error; partial: finished, some tissue unread;
+    no-tissue), and the exit code is 1, as `detect` does.
 
     \b
     Examples:
@@ -44,12 +45,14 @@ def merge_reports(output, expect_path):
 
     expect = read_slide_list(expect_path) if expect_path else None
     summary = merge(output, expect)
-    for slide, error in summary.failed:
-        click.echo(f"wsimito: error: {slide}: {error}", err=True)
+    for slide, status, error in summary.failed:  # as detect says them: a partial slide is not an error
+        click.echo(f"wsimito: {status}: {slide}: {error}", err=True)
     if summary.unexpected:
         click.echo(f"wsimito: note: {len(summary.unexpected)} slide(s) not in {expect_path} kept at the end: "
                    + ", ".join(summary.unexpected[:5]) + (" ..." if len(summary.unexpected) > 5 else ""), err=True)
-    click.echo(f"{summary.shards} shards, {summary.slides} slides ({len(summary.failed)} failed), {summary.mitoses} "
+    statuses = [status for _, status, _ in summary.failed]
+    problems = ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses)) or "all ok"
+    click.echo(f"{summary.shards} shards, {summary.slides} slides ({problems}), {summary.mitoses} "
                f"mitoses -> {summary.counts_path}, {summary.detections_path}, {summary.page_path}", err=True)
     if summary.failed:
         sys.exit(1)
