@@ -57,6 +57,8 @@ def test_the_readme_first_run(tmp_path):
     result = subprocess.run([*detect[:-1], out], capture_output=True, text=True, cwd=DEFAULT_MODEL.parents[2])
     assert result.returncode == 0, result.stderr
     assert f"outputs in {out}/:" in result.stderr
+    # a 20x scan for a 40x model: said, not hidden
+    assert "CMU-1-Small-Region: scanned at 0.499 µm/px, 2.0 times coarser" in result.stderr
     for name in ("index.html", "counts.csv", "detections.csv", "CMU-1-Small-Region.geojson",
                  "CMU-1-Small-Region.overlay.png", "CMU-1-Small-Region.gallery.png", "CMU-1-Small-Region.zarr"):
         assert (out / name).exists(), name
