@@ -15,12 +15,12 @@ from wsimito.bundle import MitosisModel, bundle_sha256
 from wsimito.weights import DEFAULT_MODEL, default_model_path
 
 # A03_00: the MITOS 2012 field with the most labelled mitoses (19). The final model was trained on it, as
-# the model card says (the leave-one-slide-out scores are the held-out measure). The shipped model finds 8 of
-# the 19 with 5 false detections. The bars sit just below that: a model half as good, or one that also fires on
-# the field's dark non-mitotic nuclei (precision below one half), fails here.
+# the model card says (the leave-one-slide-out scores are the held-out measure). The shipped model (session 5)
+# finds 9 of the 19 with 3 false detections. The bars sit just below that: a model that finds fewer, or one that
+# also fires on the field's dark non-mitotic nuclei (precision below 0.6), fails here.
 FIELD = "A03_00"
-MIN_FOUND = 7
-MIN_PRECISION = 0.5
+MIN_FOUND = 8
+MIN_PRECISION = 0.6
 
 
 def test_the_default_model_is_shipped_and_loads_weights_only():
@@ -70,7 +70,7 @@ def test_the_readme_first_run(tmp_path):
     # records the settings the shipped model ran with (its widths 16-128, not the default config's 32-256)
     with open(out / "detections.csv", newline="") as fh:
         detections = np.array([[float(d["x"]), float(d["y"])] for d in csv.DictReader(fh)]).reshape(-1, 2)
-    assert len(detections) > 10  # the shipped model finds about 29 on the sample (README)
+    assert len(detections) > 10  # the shipped model over-counts the 20x sample: 59 (README, model card)
     check_clinical_columns(row, detections)
     attrs = zarr.open_group(str(out / "CMU-1-Small-Region.zarr"), mode="r").attrs.asdict()
     assert attrs["config"]["segmentation"]["widths"] == [16, 32, 64, 128]
