@@ -127,7 +127,7 @@ def test_a_bundle_with_a_bad_model_json_is_a_one_line_error_naming_it_and_the_ke
 
 
 def test_a_bundle_from_before_a_key_with_a_default_still_loads(tmp_path):
-    """New settings come with defaults, so older bundles (the shipped one lacks detector.tta) keep loading."""
+    """New settings come with defaults, so bundles saved before a key existed keep loading."""
     bundle = _bundle_copy(tmp_path)
     _edit_model_json(bundle, lambda meta: [meta["config"]["detector"].pop("nms_iou"),
                                            meta["config"]["tiling"].pop("halo")])

@@ -444,7 +444,7 @@ def _cap_regions(best, cap: int, fg_iou: float, rng) -> tuple[np.ndarray, np.nda
 @dataclass
 class _Pool:
     """Indices of one kind of region, and the share of each draw that comes from its whole-field part: crops
-    centred on mitoses outnumber fields a hundredfold, but only fields show the look-alikes detection meets."""
+    centred on mitoses far outnumber fields, but only fields show the look-alikes detection meets."""
 
     every: np.ndarray
     on_fields: np.ndarray
