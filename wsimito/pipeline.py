@@ -58,6 +58,8 @@ from wsimito.tissue import detect_tissue, no_tissue_reason
 from wsimito.unread import UnreadTile, describe_unread, unread_tissue
 
 _OVERLAY_MPP = 16.0
+# A slide this many times coarser than the model is enlarged to the model's mpp: a 20x scan for a 40x model.
+COARSE_SCAN = 1.5
 _DEVICE_LOCKS: dict[str, threading.Lock] = {}
 _DEVICE_LOCKS_GUARD = threading.Lock()
 
@@ -136,20 +138,18 @@ def detect_slide(path, out: Path, model: MitosisModel, model_sha256: str, config
             "detections_note": "all candidates after merging; counts, CSV and GeoJSON use those with score >= "
             "threshold",
         })
-        notes = [coarse_scan_note(identifier, slide.mpp, model.mpp)] if slide.mpp > COARSE_SCAN * model.mpp else []
-    return SlideResult(identifier, shown, row["status"], table, row, notes)
+    return SlideResult(identifier, shown, row["status"], table, row, _coarse_scan_notes(identifier, slide.mpp,
+                                                                                           model.mpp))
 
 
-# A slide this many times coarser than the model is enlarged to the model's mpp: a 20x scan for a 40x model.
-COARSE_SCAN = 1.5
-
-
-def coarse_scan_note(identifier: str, slide_mpp: float, model_mpp: float) -> str:
-    """Said, never hidden: the shipped model learned from 40x scans only, and on an enlarged 20x scan it counts
-    dark stromal nuclei and lymphocytes as mitoses (model card)."""
-    return (f"{identifier}: scanned at {slide_mpp:.3g} µm/px, {slide_mpp / model_mpp:.1f} times coarser than the "
+def _coarse_scan_notes(identifier: str, slide_mpp: float, model_mpp: float) -> list[str]:
+    """Said, never hidden: a slide more than ``COARSE_SCAN`` times coarser than the model is enlarged to its mpp,
+    and the shipped model, which learned from 40x scans only, over-counts an enlarged 20x scan (model card)."""
+    if slide_mpp <= COARSE_SCAN * model_mpp:
+        return []
+    return [f"{identifier}: scanned at {slide_mpp:.3g} µm/px, {slide_mpp / model_mpp:.1f} times coarser than the "
             f"model's {model_mpp:g} µm/px; it is enlarged to that, and a model that learned from finer scans counts "
-            "less reliably there (the shipped one over-counts on the 20x sample slide: see its model card)")
+            "less reliably there (the shipped one over-counts on the 20x sample slide: see its model card)"]
 
 
 def _slide_outputs(slide, identifier: str, shown: str, out: Path, candidates: np.ndarray, threshold: float, tissue,
