@@ -111,6 +111,35 @@ TINY_MODEL_CONFIG = {
 }
 
 
+# a region CNN small enough to train in seconds
+TINY_DETECTOR = {"detector.epochs": 2, "detector.batches_per_epoch": 4, "detector.cnn_widths": [8, 16],
+                 "detector.warp": 32, "detector.context": 4, "detector.max_regions_per_image": 16}
+
+
+def tiny_detector_config(**detector):
+    """The R-CNN settings of a CNN that trains in seconds, with ``detector`` overrides."""
+    from wsimito.config import load_config
+
+    return load_config(None, {**TINY_DETECTOR, **{f"detector.{k}": v for k, v in detector.items()}}).detector
+
+
+def rcnn_samples(count=3):
+    """Synthetic R-CNN training images: two mitoses each, proposals on them (shifted) and on background."""
+    from wsimito.rcnn import Sample
+    from wsimito.synth import make_field, mitosis_boxes
+
+    samples = []
+    for seed in range(count):
+        field = make_field((256, 256), mpp=0.5, seed=seed, n_mitoses=2)
+        boxes = mitosis_boxes(field.mask, field.centroids)
+        boxes = boxes[~np.isnan(boxes).any(axis=1)]
+        rng = np.random.default_rng(seed)
+        corners = rng.uniform(0, 220, (12, 2))
+        background = np.column_stack([corners, corners + 20])
+        samples.append(Sample(field.image, boxes, np.concatenate([boxes + 1, background])))
+    return samples
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A detector bundle trained for seconds on synthetic fields at 0.5 µm/px: real files, untuned weights.

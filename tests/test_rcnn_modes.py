@@ -5,46 +5,22 @@ error, saved state). Trained for seconds on synthetic fields: these check the ma
 import numpy as np
 import pytest
 import torch
+from conftest import rcnn_samples, tiny_detector_config
 from sklearn.exceptions import NotFittedError
 
-from wsimito.config import load_config
 from wsimito.nets.inputs import to_tensor
-from wsimito.rcnn import RCNN, Sample, _Pool
-from wsimito.synth import make_field, mitosis_boxes
-
-# a region CNN small enough to train in seconds
-TINY = {"detector.epochs": 2, "detector.batches_per_epoch": 4, "detector.cnn_widths": [8, 16], "detector.warp": 32,
-        "detector.context": 4, "detector.max_regions_per_image": 16}
-
-
-def _samples(count=3):
-    samples = []
-    for seed in range(count):
-        field = make_field((256, 256), mpp=0.5, seed=seed, n_mitoses=2)
-        boxes = mitosis_boxes(field.mask, field.centroids)
-        boxes = boxes[~np.isnan(boxes).any(axis=1)]
-        # proposals: the label boxes shifted a little, and boxes around random background points
-        rng = np.random.default_rng(seed)
-        corners = rng.uniform(0, 220, (12, 2))
-        background = np.column_stack([corners, corners + 20])
-        samples.append(Sample(field.image, boxes, np.concatenate([boxes + 1, background])))
-    return samples
-
-
-def _config(**detector):
-    overrides = {**TINY, **{f"detector.{k}": v for k, v in detector.items()}}
-    return load_config(None, overrides).detector
+from wsimito.rcnn import RCNN, _Pool
 
 
 def test_predict_before_fit_is_a_clear_not_fitted_error():
-    rcnn = RCNN(_config())
+    rcnn = RCNN(tiny_detector_config())
     with pytest.raises(NotFittedError, match="not fitted"):
         rcnn.predict(np.zeros((64, 64, 3), np.uint8), np.array([[0, 0, 10, 10]]))
 
 
 def test_softmax_head_scores_by_the_cnns_own_logit_difference():
-    samples = _samples()
-    rcnn = RCNN(_config(head="softmax")).fit(samples, seed=0)
+    samples = rcnn_samples()
+    rcnn = RCNN(tiny_detector_config(head="softmax")).fit(samples, seed=0)
     regions = rcnn.warp(samples[0].rgb, samples[0].proposals)
     with torch.no_grad():
         logits = rcnn.cnn(to_tensor(regions, "cpu")).double().numpy()
@@ -53,8 +29,8 @@ def test_softmax_head_scores_by_the_cnns_own_logit_difference():
 
 
 def test_hard_negative_rounds_add_the_cnns_worst_false_proposals():
-    samples = _samples()
-    rcnn = RCNN(_config(mining_rounds=1, cap_tile_px=128)).fit(samples, seed=0)
+    samples = rcnn_samples()
+    rcnn = RCNN(tiny_detector_config(mining_rounds=1, cap_tile_px=128)).fit(samples, seed=0)
     mined = rcnn._hard_negatives(samples)
     # a 256 px image holds four 128 px tiles' share of the cap, and mined regions lie clear of every label box
     assert 0 < len(mined.pixels) <= len(samples) * np.ceil(rcnn._cap(samples[0].rgb) / 2)
@@ -63,8 +39,8 @@ def test_hard_negative_rounds_add_the_cnns_worst_false_proposals():
 
 
 def test_flip_averaged_scores_do_not_change_when_the_image_is_flipped():
-    samples = _samples()
-    rcnn = RCNN(_config(tta=True)).fit(samples, seed=0)
+    samples = rcnn_samples()
+    rcnn = RCNN(tiny_detector_config(tta=True)).fit(samples, seed=0)
     image, boxes = samples[0].rgb, samples[0].proposals
     flipped = np.ascontiguousarray(image[:, ::-1])
     width = image.shape[1]
@@ -75,8 +51,8 @@ def test_flip_averaged_scores_do_not_change_when_the_image_is_flipped():
 
 
 def test_saved_state_keeps_its_keys_and_gives_the_same_scores():
-    samples = _samples()
-    rcnn = RCNN(_config()).fit(samples, seed=0)
+    samples = rcnn_samples()
+    rcnn = RCNN(tiny_detector_config()).fit(samples, seed=0)
     state = rcnn.state()
     assert set(state["arrays"]) == {"feature_mean", "feature_scale", "svm_coef", "ridge_coef", "ridge_intercept"}
     assert {"config", "cnn", "arrays", "svm_intercept", "platt"} == set(state)

@@ -1,9 +1,10 @@
 """The detector bundle ``detect`` loads: segmentation net + R-CNN + the config and mpp they share.
 
-A bundle is a directory: ``segmentation.pt`` (phase 1), ``rcnn.pt`` (phase 2),
-and ``model.json`` (wsimito version, mpp, config, training notes). Both ``.pt``
-files load with ``weights_only=True``. Its hash (over the three files) is what
-every output records as the model's identity.
+A bundle is a directory: ``segmentation.pt`` (phase 1), ``rcnn.pt`` (phase 2:
+one R-CNN, or the members of an ensemble), and ``model.json`` (wsimito version,
+mpp, config, training notes). Both ``.pt`` files load with ``weights_only=True``.
+Its hash (over the three files) is what every output records as the model's
+identity.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 
 from wsimito import __version__
 from wsimito.config import Config, DetectorConfig, SegmentationNetConfig, build_section
+from wsimito.ensemble import RCNNEnsemble
 from wsimito.errors import BundleError, WsimitoError
 from wsimito.outputs.atomic import atomic_directory, atomic_path
 from wsimito.rcnn import RCNN
@@ -24,6 +26,7 @@ from wsimito.segmentation import SegmentationModel
 
 _FILES = ("model.json", "segmentation.pt", "rcnn.pt")
 # The R-CNN part of a bundle as rcnn.pt holds it (RCNN.state); the CNN's weights and the fitted linear parts.
+# An ensemble's rcnn.pt holds {"members": [one such state per member]} (RCNNEnsemble.state).
 _RCNN_KEYS = ("config", "cnn", "arrays", "svm_intercept", "platt")
 # Detector settings that inference reads from model.json, not from rcnn.pt: the proposals (inference.propose)
 # and the model's own threshold (train-det chooses it after the R-CNN is saved in memory).
@@ -34,7 +37,7 @@ _MODEL_JSON_DETECTOR_KEYS = ("proposals", "proposal_threshold", "proposal_margin
 @dataclass
 class MitosisModel:
     segmentation: SegmentationModel
-    rcnn: RCNN
+    rcnn: RCNN | RCNNEnsemble
     config: Config
     notes: dict = field(default_factory=dict)
 
@@ -113,11 +116,22 @@ def _read_meta(path: Path) -> dict:
     return meta
 
 
-def _load_rcnn(path: Path, device) -> RCNN:
+def _load_rcnn(path: Path, device) -> RCNN | RCNNEnsemble:
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:
         raise BundleError(f"{path}: not a wsimito R-CNN file ({str(exc).splitlines()[0][:120]})") from None
+    if isinstance(state, dict) and isinstance(state.get("members"), list) and state["members"]:
+        members = [_rcnn_from_state(f"{path} (member {i + 1})", member, device)
+                   for i, member in enumerate(state["members"])]
+        try:
+            return RCNNEnsemble(members)
+        except ValueError as exc:
+            raise BundleError(f"{path}: {exc}") from None
+    return _rcnn_from_state(path, state, device)
+
+
+def _rcnn_from_state(path, state, device) -> RCNN:
     missing = [key for key in _RCNN_KEYS if not isinstance(state, dict) or key not in state]
     if missing or not isinstance(state["config"], dict):
         raise BundleError(f"{path}: the required key(s) {', '.join(missing or ['config'])} are missing or not what "

@@ -57,6 +57,12 @@ from wsimito.stain import StainFit, apply_stain, normalize_stain
 PIECE_OVERLAP = 0.7
 
 
+def suppressed(boxes: np.ndarray, scores: np.ndarray, nms_iou: float) -> tuple[np.ndarray, np.ndarray]:
+    """The detections NMS keeps (boxes, scores), best first."""
+    keep = nms(boxes, scores, nms_iou, PIECE_OVERLAP)
+    return boxes[keep], scores[keep]
+
+
 @dataclass
 class Sample:
     """One training image at the model mpp, its label boxes and its proposals (pixels)."""
@@ -97,6 +103,9 @@ class RCNN:
         rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
         c = self.config
+        # initial weights from the seed alone, not from whatever drew random numbers before in this process: a
+        # fold, a final model or an ensemble's member trains the same wherever it runs
+        self.cnn = RegionCNN(tuple(c.cnn_widths))
         regions = self._training_regions(samples, rng)
         fields = np.array([sample.whole_field for sample in samples])
         self._fit_cnn(regions, fields, rng, on_epoch, c.epochs, c.lr)
@@ -315,21 +324,20 @@ class RCNN:
                      ) -> list[tuple[np.ndarray, np.ndarray]]:
         """``predict`` for each image and its proposals, with the regions of all images through the CNN together:
         one copy to the device and one back for a whole batch of tiles. ``stain``: the slide's staining."""
+        return [suppressed(boxes, scores, self.config.nms_iou)
+                for boxes, scores in self.score_many(rgbs, proposals, batch_size, stain)]
+
+    def score_many(self, rgbs, proposals, batch_size: int = 256, stain: StainFit | None = None
+                   ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per image, every proposal refined by the box regression and its calibrated score, before NMS (what
+        an ensemble averages)."""
         self._check_fitted()
-        c = self.config
         proposals = [np.asarray(p, np.float64).reshape(-1, 4) for p in proposals]
         regions = [self.warp(rgb, p, stain) for rgb, p in zip(rgbs, proposals)]
-        scaled = self._scaled(np.concatenate(regions), batch_size, tta=c.tta)
-        results = []
-        for boxes, features in zip(proposals, np.split(scaled, np.cumsum([len(p) for p in proposals])[:-1])):
-            if not len(boxes):
-                results.append((np.zeros((0, 4)), np.zeros(0)))
-                continue
-            scores = self.calibrated(self._margin(features))
-            boxes = decode_boxes(boxes, features @ self.ridge_coef_.T + self.ridge_intercept_)  # refined
-            keep = nms(boxes, scores, c.nms_iou, PIECE_OVERLAP)
-            results.append((boxes[keep], scores[keep]))
-        return results
+        scaled = self._scaled(np.concatenate(regions), batch_size, tta=self.config.tta)
+        return [(decode_boxes(boxes, features @ self.ridge_coef_.T + self.ridge_intercept_),
+                 self.calibrated(self._margin(features)))
+                for boxes, features in zip(proposals, np.split(scaled, np.cumsum([len(p) for p in proposals])[:-1]))]
 
     def calibrated(self, margins: np.ndarray) -> np.ndarray:
         return platt_probability(margins, self.platt_)

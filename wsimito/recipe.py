@@ -192,7 +192,8 @@ def leave_one_slide_out(fields, segmentation, config, seed, device, data: Path, 
         else:
             progress(f"fold {held_out}: training phase 2 without its fields")
             train = [f for f in fields if not is_mitos_field(f, (held_out,))]
-            model, _ = train_detector(train, segmentation, config, seed=seed, device=device)
+            model, _ = train_detector(train, segmentation, config, seed=seed, device=device,
+                                      on_stage=lambda stage, fold=held_out: progress(f"fold {fold}: {stage}"))
             model.save(fold_dir)
         paths, points = mitos_fields(data, [held_out])
         progress(f"fold {held_out}: detecting on {len(paths)} fields")
@@ -285,7 +286,8 @@ def main(argv=None) -> dict:
                                                  workdir, scratch, progress)
         if args.output:
             progress("final model: phase 2 on every image")
-            model, phase2 = train_detector(fields, segmentation, config, seed=args.seed, device=args.device)
+            model, phase2 = train_detector(fields, segmentation, config, seed=args.seed, device=args.device,
+                                           on_stage=lambda stage: progress(f"final model: {stage}"))
             report["phase2"] = phase2
             report["total_s"] = progress.elapsed
             model.notes = {**model.notes, "recipe": report}

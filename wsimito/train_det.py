@@ -21,6 +21,7 @@ from wsimito.bundle import MitosisModel
 from wsimito.config import Config
 from wsimito.datasets.splits import split_images
 from wsimito.datasets.truth import read_truth
+from wsimito.ensemble import RCNNEnsemble
 from wsimito.errors import WsimitoError
 from wsimito.evaluation import Detections, evaluate, threshold_sweep
 from wsimito.inference import propose_image
@@ -55,8 +56,32 @@ class LabelledField:
 
 def train_detector(fields: list[LabelledField], segmentation: SegmentationModel, config: Config, seed: int = 0,
                    device="cpu", on_epoch=None, on_stage=None) -> tuple[MitosisModel, dict]:
-    """Train phase 2 and return the bundle and a report (per-epoch and final validation F1)."""
+    """Train phase 2 and return the bundle and a report (per-epoch and final validation F1).
+
+    With ``detector.members`` above 1, that many R-CNNs are trained as one would be with seeds ``seed``,
+    ``seed + 1``, ..., and score as their mean (``RCNNEnsemble``) at the mean of their thresholds.
+    """
     stage = on_stage or (lambda _: None)
+    count = config.detector.members
+    single = replace(config, detector=replace(config.detector, members=1))
+    members, reports = [], []
+    for k in range(count):
+        if count > 1:
+            stage(f"member {k + 1} of {count} (seed {seed + k})")
+        rcnn, report = _train_rcnn(fields, segmentation, single, seed + k, device, on_epoch, stage)
+        members.append(rcnn)
+        reports.append(report)
+    threshold = float(np.mean([report["threshold"] for report in reports]))
+    model = MitosisModel(segmentation, members[0] if count == 1 else RCNNEnsemble(members),
+                         replace(config, detector=replace(config.detector, threshold=threshold)))
+    report = reports[0] if count == 1 else {"members": reports, "threshold": threshold}
+    model.notes = {"seed": seed, "phase2": report}
+    return model, report
+
+
+def _train_rcnn(fields: list[LabelledField], segmentation: SegmentationModel, config: Config, seed: int, device,
+                on_epoch, stage) -> tuple[RCNN, dict]:
+    """One R-CNN and its report; the report's threshold is the one it would be used at."""
     train_idx, val_idx = split_images(len(fields), config.detector.val_fraction, seed)
     stage("segmenting and proposing")
     proposals, liberal = [], []  # at the detection threshold, and at the training one
@@ -81,15 +106,13 @@ def train_detector(fields: list[LabelledField], segmentation: SegmentationModel,
     rcnn.fit(train, seed=seed, on_epoch=after_epoch, calibration=calibration, calibration_sources=sources)
     if config.detector.choose_threshold and rcnn.f1_threshold_ is not None:
         config = replace(config, detector=replace(config.detector, threshold=rcnn.f1_threshold_))
-    model = MitosisModel(segmentation, rcnn, config)
-    report = {"train_images": len(train_idx), "val_images": len(val_idx), "history": history,
+    report = {"seed": seed, "train_images": len(train_idx), "val_images": len(val_idx), "history": history,
               "label_boxes": _label_sources(fields), "proposals_per_image": _mean_count(proposals),
               "calibrated_on": rcnn.calibrated_on_, "threshold": config.detector.threshold}
     if val:
         report["val_proposal_recall"] = _proposal_recall(val)
-        report.update(_final_scores(model, val, config))
-    model.notes = {"seed": seed, "phase2": report}
-    return model, report
+        report.update(_final_scores(rcnn, val, config))
+    return rcnn, report
 
 
 def _proposals(image: LabelledField, prob: np.ndarray, config: Config) -> np.ndarray:
@@ -155,10 +178,10 @@ def _cnn_f1(rcnn: RCNN, val, config: Config) -> float:
     return 2 * tp / (2 * tp + fp + fn) if (tp + fp + fn) else float("nan")
 
 
-def _final_scores(model: MitosisModel, val, config: Config) -> dict:
+def _final_scores(rcnn: RCNN, val, config: Config) -> dict:
     detections, truth = {}, {}
     for image, boxes in val:
-        found, scores = model.rcnn.predict(image.rgb, boxes)
+        found, scores = rcnn.predict(image.rgb, boxes)
         detections[image.name] = Detections(_centres(found), scores)
         truth[image.name] = image.points
     mpp, radius, rule = config.tiling.mpp, config.evaluation.radius_um, config.evaluation.match
