@@ -126,6 +126,7 @@ class DetectorConfig:
     head: str = "svm"  # svm: the paper's linear SVM on CNN features; softmax: the CNN's own classifier
     tta: bool = False  # score each region as the mean of its 8 flips and rotations
     members: int = 1  # > 1: that many R-CNNs, trained with seeds seed, seed + 1, ..., score as their mean
+    background_quantile: float = 0.0  # > 0: scores relative to their slide's background at this quantile
     fg_iou: float = 0.5  # a region with this IoU to a label box is a positive for the CNN
     svm_negative_iou: float = 0.3  # below this IoU a region is an SVM negative
     svm_c: float = 0.01
@@ -152,6 +153,7 @@ class DetectorConfig:
         if not isinstance(self.members, int) or self.members < 1:
             raise SettingsError(f"detector.members must be a whole number of at least 1, got {self.members!r}")
         check_fraction("detector.threshold", self.threshold)
+        check_fraction("detector.background_quantile", self.background_quantile)
         check_fraction("detector.proposal_threshold", self.proposal_threshold)
         check_fraction("detector.field_positive_share", self.field_positive_share)
         check_fraction("detector.field_negative_share", self.field_negative_share)

@@ -14,6 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from wsimito.background import relative_scores
 from wsimito.rcnn import RCNN, suppressed
 from wsimito.stain import StainFit
 
@@ -51,6 +52,13 @@ class RCNNEnsemble:
         scored = [member.score_many(rgbs, proposals, batch_size, stain) for member in self.members]
         return [(np.mean([boxes for boxes, _ in per_member], axis=0), np.mean([s for _, s in per_member], axis=0))
                 for per_member in zip(*scored)]
+
+    def relative(self, scores: np.ndarray) -> np.ndarray:
+        """``RCNN.relative`` with the members' mean background level."""
+        levels = [member.background_level_ for member in self.members]
+        if not self.config.background_quantile or None in levels:
+            return scores
+        return relative_scores(scores, self.config.background_quantile, float(np.mean(levels)))
 
     def state(self) -> dict:
         """What rcnn.pt holds for an ensemble: each member's ``RCNN.state``."""

@@ -127,6 +127,7 @@ def detect_slide(path, out: Path, model: MitosisModel, model_sha256: str, config
                                         tissue)
         timings["tiles_s"] = time.perf_counter() - tick
         candidates = merge_duplicates(candidates, config.detector.duplicate_radius_um / slide.mpp)
+        candidates[:, 2] = model.rcnn.relative(candidates[:, 2])  # the model's scale, if it scores slide-relative
         table, row = _slide_outputs(slide, identifier, shown, out, candidates, threshold, tissue, config,
                                     model_sha256, len(tiles), unread, started)
         store.finish(candidates, {

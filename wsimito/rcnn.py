@@ -37,6 +37,7 @@ from sklearn.svm import LinearSVC
 
 from wsimito import devices
 from wsimito.augment import dihedral, half_resolution, stain_jitter
+from wsimito.background import background_level, relative_scores
 from wsimito.boxes import box_iou, decode_boxes, encode_boxes, nms, warp_regions
 from wsimito.calibration import (
     LABEL_BOX_IOU,
@@ -85,6 +86,7 @@ class RCNN:
         self.platt_ = None  # (a, b): probability = sigmoid(a * margin + b)
         self.calibrated_on_ = None  # what the Platt scaling was fitted on (training report only)
         self.f1_threshold_ = None  # the calibrated score with the best F1 on the calibration images (report)
+        self.background_level_ = None  # with background_quantile: the calibration images' level (logit)
         self.ridge_coef_ = self.ridge_intercept_ = None
 
     # --- training ---------------------------------------------------------------------
@@ -128,19 +130,19 @@ class RCNN:
             margins = cross_fitted_margins(margins, held_out_scaled, sources[held_out.image], scaled,
                                            regions.best_iou, regions.image, self._fit_svm,
                                            self.config.svm_negative_iou, rng)
-        margins, labels, weights = self._detections(margins, held_out)
+        margins, labels, weights, images = self._detections(margins, held_out)
         self.calibrated_on_ = (f"{len(calibration or [])} images ({int((sources >= 0).sum())} of them training "
                               "images, k-fold margins)")
         truth = sum(len(np.asarray(sample.boxes).reshape(-1, 4)) for sample in calibration or [])
         if labels.sum() == 0 or labels.sum() == len(labels):
             margins = self._margin(scaled) if c.head == "softmax" else held_out_margins(
                 self._margin(scaled), scaled, regions.best_iou, regions.image, self._fit_svm, c.svm_negative_iou, rng)
-            margins, labels, weights = self._detections(margins, regions)
+            margins, labels, weights, images = self._detections(margins, regions)
             self.calibrated_on_ = "k-fold margins of the training images"
             truth = None
         self.platt_ = fit_platt(margins, labels, weights)
-        self.f1_threshold_ = None if truth is None else f1_best_threshold(self.calibrated(margins), labels, weights,
-                                                                          truth)
+        scores = self._fit_background(self.calibrated(margins), weights, images)
+        self.f1_threshold_ = None if truth is None else f1_best_threshold(scores, labels, weights, truth)
         self._fit_ridge(scaled, regions.best_iou, regions.targets)
         return self
 
@@ -278,8 +280,29 @@ class RCNN:
                                   np.ones(len(boxes), bool), np.ones(len(boxes)), np.zeros(len(boxes), bool)))
         return _Regions.concatenate(parts) if parts else _Regions.empty(c.warp)
 
+    def _fit_background(self, scores: np.ndarray, weights: np.ndarray, images: np.ndarray) -> np.ndarray:
+        """With ``background_quantile``, the calibration images' background level (their mean, weighted by
+        candidates) and their scores relative to it, which the threshold is chosen on; else ``scores``."""
+        quantile = self.config.background_quantile
+        if not quantile or not len(scores):
+            return scores
+        owners = [images == image for image in np.unique(images)]
+        levels = [background_level(scores[own], quantile, weights[own]) for own in owners]
+        self.background_level_ = float(np.average(levels, weights=[weights[own].sum() for own in owners]))
+        relative = scores.copy()
+        for own in owners:
+            relative[own] = relative_scores(scores[own], quantile, self.background_level_, weights[own])
+        return relative
+
+    def relative(self, scores: np.ndarray) -> np.ndarray:
+        """One image's (or slide's) candidate scores relative to its background (``background_quantile``,
+        wsimito.background), or as they are."""
+        if not self.config.background_quantile or self.background_level_ is None:
+            return scores
+        return relative_scores(scores, self.config.background_quantile, self.background_level_)
+
     def _detections(self, margins: np.ndarray, regions: "_Regions"):
-        """(margins, labels, weights) of what detection would report: each image's proposals after NMS,
+        """(margins, labels, weights, images) of what detection would report: each image's proposals after NMS,
         labelled as evaluation counts them. Each label box makes one detection positive (the best one whose
         centre lies in it); the rest, duplicates included, are negatives. A negative's weight is how many
         proposals it stands for where the per-image cap sampled them."""
@@ -294,7 +317,7 @@ class RCNN:
             labels.append(label_detections(regions.targets[index], margins[index]))
         kept = np.concatenate(kept) if kept else np.zeros(0, np.intp)
         labels = np.concatenate(labels) if labels else np.zeros(0, int)
-        return margins[kept], labels, np.where(labels == 1, 1.0, regions.weight[kept])
+        return margins[kept], labels, np.where(labels == 1, 1.0, regions.weight[kept]), regions.image[kept]
 
     def _fit_ridge(self, features, best_iou, targets):
         pairs = best_iou > self.config.bbox_iou
@@ -384,6 +407,7 @@ class RCNN:
             "arrays": {k: torch.from_numpy(np.asarray(v, np.float64)) for k, v in arrays.items()},
             "svm_intercept": self.svm_intercept_,
             "platt": list(self.platt_),
+            **({} if self.background_level_ is None else {"background_level": self.background_level_}),
         }
 
     @classmethod
@@ -396,6 +420,7 @@ class RCNN:
             setattr(model, name + "_", value.numpy())
         model.svm_intercept_ = float(state["svm_intercept"])
         model.platt_ = tuple(state["platt"])
+        model.background_level_ = state.get("background_level")  # absent: fitted without background_quantile
         return model
 
 

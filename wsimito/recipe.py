@@ -38,6 +38,7 @@ from wsimito.datasets.crops import amibr_crops, amibr_masks, atnorm_crops, prlab
 from wsimito.datasets.masks import find_labelled_images, read_gray, read_rgb
 from wsimito.datasets.points import read_centroid_csv
 from wsimito.evaluation import Detections, evaluate, pooled_f1_interval, threshold_sweep
+from wsimito.outputs.tables import write_csv_atomic
 from wsimito.pipeline import detect_slide
 from wsimito.resample import resample_to_mpp
 from wsimito.segmentation import SegmentationModel
@@ -48,6 +49,7 @@ from wsimito.train_seg import train_segmentation
 MITOS_MPP = 0.2456
 SAMPLE_SLIDE = Path(__file__).parent / "data" / "CMU-1-Small-Region.svs"
 MITOS_SLIDES = ("A00", "A02", "A03")
+LOSO_DETECTIONS = "loso-detections.csv"
 
 
 class Progress:
@@ -181,7 +183,8 @@ def leave_one_slide_out(fields, segmentation, config, seed, device, data: Path, 
     """Per held-out slide and pooled: P/R/F1 of the detect pipeline at the configured threshold, a bootstrap
     95% interval of the pooled F1 over fields, false detections per mm² of tissue, and the pooled threshold
     sweep's best F1 (an oracle: chosen on the test folds, reported, never shipped). Each fold's model is kept
-    in ``workdir`` and reused by a rerun."""
+    in ``workdir`` and reused by a rerun; every held-out detection, at any score, goes to ``LOSO_DETECTIONS``
+    there."""
     report, pooled = {}, np.zeros(3)
     detections, truth, per_field, tissue_mm2 = {}, {}, [], 0.0
     for held_out in MITOS_SLIDES:
@@ -206,6 +209,7 @@ def leave_one_slide_out(fields, segmentation, config, seed, device, data: Path, 
         per_field += fold["per_field"]
         tissue_mm2 += fold["tissue_mm2"]
         progress(f"fold {held_out}: F1 {fold['pooled']['f1']:.3f}")
+    write_csv_atomic(workdir / LOSO_DETECTIONS, ["fold", "field", "x", "y", "score"], _detection_rows(detections))
     report["pooled"] = {**_prf(*pooled), "f1_interval_95": pooled_f1_interval(per_field, seed=seed),
                         "false_per_mm2": pooled[1] / max(tissue_mm2, 1e-9), "tissue_mm2": tissue_mm2}
     sweep = threshold_sweep(detections, truth, MITOS_MPP, radius_um=config.evaluation.radius_um,
@@ -213,6 +217,14 @@ def leave_one_slide_out(fields, segmentation, config, seed, device, data: Path, 
     if sweep.best is not None:
         report["oracle"] = {"threshold": float(sweep.best_threshold), "f1": float(sweep.f1[sweep.best])}
     return report
+
+
+def _detection_rows(detections: dict):
+    """One row per detection at any score (level-0 pixels of the field): a LOSO run's raw material, for
+    analyses of the scores that need no rerun (benchmarks/score_shift.py)."""
+    for name, found in detections.items():
+        for (x, y), score in zip(found.points, found.scores):
+            yield {"fold": name[:3], "field": name, "x": f"{x:.2f}", "y": f"{y:.2f}", "score": f"{score:.6g}"}
 
 
 def acceptance_checks(model_dir: Path, model, config: Config, data: Path, seed: int, device, scratch: Path,

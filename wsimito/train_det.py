@@ -182,7 +182,7 @@ def _final_scores(rcnn: RCNN, val, config: Config) -> dict:
     detections, truth = {}, {}
     for image, boxes in val:
         found, scores = rcnn.predict(image.rgb, boxes)
-        detections[image.name] = Detections(_centres(found), scores)
+        detections[image.name] = Detections(_centres(found), rcnn.relative(scores))
         truth[image.name] = image.points
     mpp, radius, rule = config.tiling.mpp, config.evaluation.radius_um, config.evaluation.match
     at_threshold = evaluate(detections, truth, mpp, radius_um=radius, rule=rule, threshold=config.detector.threshold)
