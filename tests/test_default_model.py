@@ -70,7 +70,8 @@ def test_the_readme_first_run(tmp_path):
     # records the settings the shipped model ran with (its widths 16-128, not the default config's 32-256)
     with open(out / "detections.csv", newline="") as fh:
         detections = np.array([[float(d["x"]), float(d["y"])] for d in csv.DictReader(fh)]).reshape(-1, 2)
-    assert len(detections) > 10  # the shipped model over-counts the 20x sample: 59 (README, model card)
+    # no mitosis is visible on the sample: its candidates are stromal nuclei and ink (README, model card)
+    assert len(detections) <= 3
     check_clinical_columns(row, detections)
     attrs = zarr.open_group(str(out / "CMU-1-Small-Region.zarr"), mode="r").attrs.asdict()
     assert attrs["config"]["segmentation"]["widths"] == [16, 32, 64, 128]

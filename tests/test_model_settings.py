@@ -132,7 +132,8 @@ def test_a_bundle_from_before_a_key_with_a_default_still_loads(tmp_path):
     _edit_model_json(bundle, lambda meta: [meta["config"]["detector"].pop("nms_iou"),
                                            meta["config"]["tiling"].pop("halo")])
     state = torch.load(bundle / "rcnn.pt", weights_only=True)
-    del state["config"]["nms_iou"]
+    for member in _rcnn_states(state):
+        del member["config"]["nms_iou"]
     torch.save(state, bundle / "rcnn.pt")
     model = MitosisModel.load(bundle)
     assert model.rcnn.config.nms_iou == model.config.detector.nms_iou == 0.3 and model.config.tiling.halo == 32
@@ -147,7 +148,7 @@ def test_a_bundle_from_before_a_key_with_a_default_still_loads(tmp_path):
 def test_a_bundle_with_a_bad_rcnn_file_is_a_one_line_error_not_a_type_error(tmp_path, change, message):
     bundle = _bundle_copy(tmp_path)
     state = torch.load(bundle / "rcnn.pt", weights_only=True)
-    change(state)
+    change(_rcnn_states(state)[0])
     torch.save(state, bundle / "rcnn.pt")
     with pytest.raises(BundleError) as error:
         MitosisModel.load(bundle)
@@ -171,3 +172,8 @@ def test_detect_with_a_broken_bundle_says_so_in_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr and "TypeError" not in result.stderr
     assert "proposal_thresh" in result.stderr and str(bundle) in result.stderr
+
+
+def _rcnn_states(state: dict) -> list[dict]:
+    """The R-CNN states in an rcnn.pt: an ensemble's members, or the one R-CNN."""
+    return state["members"] if "members" in state else [state]

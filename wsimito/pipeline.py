@@ -136,8 +136,9 @@ def detect_slide(path, out: Path, model: MitosisModel, model_sha256: str, config
             "slide": identifier, "path": shown, "mpp": slide.mpp, "mpp_source": slide.mpp_source,
             "model_mpp": model.mpp, "tile_stride": stride, "tissue_mm2": tissue.area_mm2, "threshold": threshold,
             "unread_tiles": [tile.to_dict() for tile in unread], "timings": timings, "counts_row": row,
-            "detections_note": "all candidates after merging; counts, CSV and GeoJSON use those with score >= "
-            "threshold",
+            "detections_note": "all candidates after merging, scored as the model scores (relative to the slide's "
+            "background when its detector.background_quantile is set); counts, CSV and GeoJSON use those with "
+            "score >= threshold",
         })
     return SlideResult(identifier, shown, row["status"], table, row, _coarse_scan_notes(identifier, slide.mpp,
                                                                                            model.mpp))
@@ -145,12 +146,12 @@ def detect_slide(path, out: Path, model: MitosisModel, model_sha256: str, config
 
 def _coarse_scan_notes(identifier: str, slide_mpp: float, model_mpp: float) -> list[str]:
     """Said, never hidden: a slide more than ``COARSE_SCAN`` times coarser than the model is enlarged to its mpp,
-    and the shipped model, which learned from 40x scans only, over-counts an enlarged 20x scan (model card)."""
+    and the shipped model learned from 40x scans only (model card)."""
     if slide_mpp <= COARSE_SCAN * model_mpp:
         return []
     return [f"{identifier}: scanned at {slide_mpp:.3g} µm/px, {slide_mpp / model_mpp:.1f} times coarser than the "
             f"model's {model_mpp:g} µm/px; it is enlarged to that, and a model that learned from finer scans counts "
-            "less reliably there (the shipped one over-counts on the 20x sample slide: see its model card)"]
+            "less reliably there (the shipped one learned from 40x scans only: see its model card)"]
 
 
 def _slide_outputs(slide, identifier: str, shown: str, out: Path, candidates: np.ndarray, threshold: float, tissue,
