@@ -3,12 +3,13 @@
     python benchmarks/score_shift.py WORKDIR --data ../shared/data [--quantiles 0.75 0.9 0.95]
 
 WORKDIR is a recipe's ``--workdir`` after ``--loso``: its ``loso-detections.csv`` holds every held-out
-detection at any score. Most of a field's candidates are not mitoses, so a high quantile of its scores says
-where its background lies. If that level moves from slide to slide, one threshold cannot fit every slide,
-however well the scores rank candidates within a slide.
+detection at any score, as ``detect`` scored it (already relative to the field for a model with
+``detector.background_quantile``; the relative rows then move them again). Most of a field's candidates are
+not mitoses, so a high quantile of its scores says where its background lies. If that level moves from slide
+to slide, one threshold cannot fit every slide, however well the scores rank candidates within a slide.
 
-Printed, per field: candidates, labelled mitoses and score quantiles. Then pooled F1 at 8 µm for the raw
-scores and for scores relative to the field (logit of the score minus the field's quantile of logits), each
+Printed, per field: candidates, labelled mitoses and score quantiles. Then pooled F1 at 8 µm for the scores as
+stored and for scores relative to the field (logit of the score minus the field's quantile of logits), each
 with two thresholds chosen without the held-out slide's labels being used for it:
 * pooled oracle: the best single threshold over all folds, chosen on the test folds (an upper bound);
 * cross-fold: each slide counted at the best threshold of the other slides' detections.
@@ -23,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from wsimito.background import logit
 from wsimito.datasets.points import read_centroid_csv
 from wsimito.evaluation import Detections, evaluate, threshold_sweep
-from wsimito.recipe import LOSO_DETECTIONS, MITOS_MPP
+from wsimito.recipe import LOSO_DETECTIONS, MITOS_MPP, MITOS_SLIDES, mitos_fields
 
 RADIUS_UM = 8.0
 
@@ -40,13 +42,9 @@ def read_detections(path: Path) -> tuple[dict, dict]:
     return {name: Detections(np.array(r)[:, :2], np.array(r)[:, 2]) for name, r in rows.items()}, folds
 
 
-def logit(scores: np.ndarray) -> np.ndarray:
-    p = np.clip(scores, 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
-
-
 def relative(detections: dict, quantile: float) -> dict:
-    """Each field's scores as logits minus the field's ``quantile`` of them."""
+    """Each field's scores as logits minus the field's ``quantile`` of them (no shrinkage: wsimito.background
+    shrinks a level towards the model's by its PRIOR_CANDIDATES)."""
     return {name: Detections(d.points, logit(d.scores) - np.quantile(logit(d.scores), quantile))
             for name, d in detections.items()}
 
@@ -79,15 +77,19 @@ def main(argv=None) -> None:
     parser.add_argument("--quantiles", type=float, nargs="+", default=[0.75, 0.9, 0.95])
     args = parser.parse_args(argv)
     detections, folds = read_detections(args.workdir / LOSO_DETECTIONS)
+    for path in mitos_fields(args.data, MITOS_SLIDES)[0]:  # a field without any detection still has its mitoses
+        detections.setdefault(path.stem, Detections(np.zeros((0, 2)), np.zeros(0)))
+        folds.setdefault(path.stem, path.stem[:3])
     points = read_centroid_csv(args.data / "mitos2012-icpr" / "centroids.csv")
     truth = {name: points.get(name, np.zeros((0, 2))) for name in detections}
     print("field     candidates  mitoses  score q50 / q90 / q95")
     for name, d in sorted(detections.items()):
-        q = np.quantile(d.scores, [0.5, 0.9, 0.95])
+        q = np.quantile(d.scores, [0.5, 0.9, 0.95]) if len(d.scores) else np.full(3, np.nan)
         print(f"{name:9} {len(d.scores):10d} {len(truth[name]):8d}  {q[0]:.4f} / {q[1]:.4f} / {q[2]:.4f}")
     print("\nscores                     pooled-oracle F1  cross-fold F1  (cross-fold thresholds)")
-    for label, scored in [("raw", detections)] + [(f"relative to field q{q:g}", relative(detections, q))
-                                                   for q in args.quantiles]:
+    variants = [("as detect scored them", detections)]
+    variants += [(f"relative to field q{q:g}", relative(detections, q)) for q in args.quantiles]
+    for label, scored in variants:
         f1, thresholds = cross_fold(scored, truth, folds)
         chosen = ", ".join(f"{t:.3g}" for t in thresholds)
         print(f"{label:26} {pooled_oracle(scored, truth):16.3f} {f1:14.3f}  ({chosen})")

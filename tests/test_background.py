@@ -47,8 +47,13 @@ def test_the_rcnn_fits_its_level_on_calibration_images_and_keeps_it_in_its_state
     loaded = RCNN.from_state(relative.state())
     assert loaded.background_level_ == relative.background_level_
     np.testing.assert_allclose(loaded.relative(scores), relative_scores(scores, 0.9, relative.background_level_))
-    twice = RCNNEnsemble([relative, loaded])
-    np.testing.assert_allclose(twice.relative(scores), loaded.relative(scores))
+    # an ensemble moves by its members' mean level; a member without a level (no calibration candidates) is left out
+    loaded.background_level_ = relative.background_level_ + 1.0
+    mean = relative.background_level_ + 0.5
+    np.testing.assert_allclose(RCNNEnsemble([relative, loaded]).relative(scores), relative_scores(scores, 0.9, mean))
+    refit = RCNN.from_state(relative.state())
+    refit.background_level_ = None
+    np.testing.assert_allclose(RCNNEnsemble([relative, refit]).relative(scores), relative.relative(scores))
 
 
 def test_detect_stores_a_slides_candidates_relative_to_its_background(dark_disk_model, tmp_path):

@@ -117,8 +117,10 @@ def _read_meta(path: Path) -> dict:
 
 
 def _load_rcnn(path: Path, device) -> RCNN | RCNNEnsemble:
+    """Read onto the CPU whatever ``device``: the fitted linear parts become numpy arrays, and RCNN.from_state
+    moves the CNN to ``device``."""
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise BundleError(f"{path}: not a wsimito R-CNN file ({str(exc).splitlines()[0][:120]})") from None
     if isinstance(state, dict) and isinstance(state.get("members"), list) and state["members"]:

@@ -1,10 +1,12 @@
 """Several R-CNNs trained alike with different seeds, scoring as one: the mean of their calibrated scores.
 
-Phase 2 trained on the same images with another seed scores held-out slides very differently (on MITOS 2012,
-leave-one-slide-out F1 0.29, 0.35 and 0.52 for three seeds of one recipe), so one seed's model is partly a
-draw. The members share phase 1, hence the proposals: each proposal gets every member's calibrated score
-(each member is Platt-scaled to the same meaning, so their mean is one too), its box is the mean of the
-members' refinements, and NMS runs once, on the mean scores, as for a single R-CNN. ``detect`` takes either
+Phase 2 trained on the same data with another seed (which also draws its validation split, so its
+calibration images) scores held-out slides very differently (on MITOS 2012, leave-one-slide-out F1 0.29, 0.35
+and 0.52 for three seeds of one recipe), so one seed's model is partly a draw. The members share phase 1, hence
+the proposals: each proposal gets every member's calibrated score (each Platt-scaled on whole fields, so their
+scales agree, though a mean of calibrated probabilities is not itself calibrated), its box is the mean of the
+members' refinements, and NMS runs once, on the mean scores, as for a single R-CNN. The threshold and the
+background level are the means of the members' (train_det), not fitted on the mean scores. ``detect`` takes either
 (``config``, ``predict_many``); the cost of the scoring grows with the number of members.
 """
 
@@ -54,9 +56,9 @@ class RCNNEnsemble:
                 for per_member in zip(*scored)]
 
     def relative(self, scores: np.ndarray) -> np.ndarray:
-        """``RCNN.relative`` with the members' mean background level."""
-        levels = [member.background_level_ for member in self.members]
-        if not self.config.background_quantile or None in levels:
+        """``RCNN.relative`` at the mean background level of the members that have one."""
+        levels = [member.background_level_ for member in self.members if member.background_level_ is not None]
+        if not self.config.background_quantile or not levels:
             return scores
         return relative_scores(scores, self.config.background_quantile, float(np.mean(levels)))
 

@@ -108,6 +108,7 @@ class RCNN:
         # initial weights from the seed alone, not from whatever drew random numbers before in this process: a
         # fold, a final model or an ensemble's member trains the same wherever it runs
         self.cnn = RegionCNN(tuple(c.cnn_widths))
+        self.f1_threshold_ = self.background_level_ = None  # a refit keeps nothing of the last fit
         regions = self._training_regions(samples, rng)
         fields = np.array([sample.whole_field for sample in samples])
         self._fit_cnn(regions, fields, rng, on_epoch, c.epochs, c.lr)
@@ -296,7 +297,7 @@ class RCNN:
 
     def relative(self, scores: np.ndarray) -> np.ndarray:
         """One image's (or slide's) candidate scores relative to its background (``background_quantile``,
-        wsimito.background), or as they are."""
+        wsimito.background), or as they are (also when calibration left no candidates to fit a level on)."""
         if not self.config.background_quantile or self.background_level_ is None:
             return scores
         return relative_scores(scores, self.config.background_quantile, self.background_level_)
