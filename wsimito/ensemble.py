@@ -50,8 +50,11 @@ class RCNNEnsemble:
 
     def score_many(self, rgbs, proposals, batch_size: int = 256, stain: StainFit | None = None
                    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per image, every proposal's mean refined box and mean calibrated score, before NMS."""
-        scored = [member.score_many(rgbs, proposals, batch_size, stain) for member in self.members]
+        """Per image, every proposal's mean refined box and mean calibrated score, before NMS. The regions are
+        warped (and their staining normalised) once: the members are configured alike."""
+        proposals = [np.asarray(p, np.float64).reshape(-1, 4) for p in proposals]
+        regions = [self.members[0].warp(rgb, p, stain) for rgb, p in zip(rgbs, proposals)]
+        scored = [member.score_warped(regions, proposals, batch_size) for member in self.members]
         return [(np.mean([boxes for boxes, _ in per_member], axis=0), np.mean([s for _, s in per_member], axis=0))
                 for per_member in zip(*scored)]
 

@@ -357,7 +357,12 @@ class RCNN:
         an ensemble averages)."""
         self._check_fitted()
         proposals = [np.asarray(p, np.float64).reshape(-1, 4) for p in proposals]
-        regions = [self.warp(rgb, p, stain) for rgb, p in zip(rgbs, proposals)]
+        return self.score_warped([self.warp(rgb, p, stain) for rgb, p in zip(rgbs, proposals)], proposals, batch_size)
+
+    def score_warped(self, regions: list[np.ndarray], proposals: list[np.ndarray], batch_size: int = 256
+                     ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``score_many`` of regions already warped, per image (``warp``): an ensemble warps once for all."""
+        self._check_fitted()
         scaled = self._scaled(np.concatenate(regions), batch_size, tta=self.config.tta)
         return [(decode_boxes(boxes, features @ self.ridge_coef_.T + self.ridge_intercept_),
                  self.calibrated(self._margin(features)))
