@@ -39,7 +39,8 @@ def read_detections(path: Path) -> tuple[dict, dict]:
         for row in csv.DictReader(fh):
             rows[row["field"]].append((float(row["x"]), float(row["y"]), float(row["score"])))
             folds[row["field"]] = row["fold"]
-    return {name: Detections(np.array(r)[:, :2], np.array(r)[:, 2]) for name, r in rows.items()}, folds
+    tables = {name: np.array(r) for name, r in rows.items()}
+    return {name: Detections(t[:, :2], t[:, 2]) for name, t in tables.items()}, folds
 
 
 def relative(detections: dict, quantile: float) -> dict:

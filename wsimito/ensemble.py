@@ -34,10 +34,6 @@ class RCNNEnsemble:
         self.members = members
         self.config = replace(members[0].config, members=len(members))
 
-    @property
-    def device(self):
-        return self.members[0].device
-
     def predict(self, rgb: np.ndarray, proposals: np.ndarray, batch_size: int = 256):
         """(boxes (N, 4), scores (N,)) after NMS, best first, as ``RCNN.predict``."""
         return self.predict_many([rgb], [proposals], batch_size)[0]
@@ -66,9 +62,6 @@ class RCNNEnsemble:
         return relative_scores(scores, self.config.background_quantile, float(np.mean(levels)))
 
     def state(self) -> dict:
-        """What rcnn.pt holds for an ensemble: each member's ``RCNN.state``."""
+        """What rcnn.pt holds for an ensemble: each member's ``RCNN.state`` (bundle.py reads it back, checking
+        each member)."""
         return {"members": [member.state() for member in self.members]}
-
-    @classmethod
-    def from_state(cls, state: dict, device="cpu") -> "RCNNEnsemble":
-        return cls([RCNN.from_state(member, device) for member in state["members"]])
