@@ -1,5 +1,5 @@
 """The R-CNN's options beyond the paper's defaults: hard-negative rounds, the CNN's own softmax as the head,
-test-time flips, an area-scaled region cap; and the estimator's conventions (fitted attributes, not-fitted
+test-time flips, an area-scaled region cap, true-size windows in place of warped boxes; and the estimator's conventions (fitted attributes, not-fitted
 error, saved state). Trained for seconds on synthetic fields: these check the machinery, not accuracy."""
 
 import numpy as np
@@ -8,6 +8,7 @@ import torch
 from conftest import rcnn_samples, tiny_detector_config
 from sklearn.exceptions import NotFittedError
 
+from wsimito.boxes import warp_regions, window_regions
 from wsimito.nets.inputs import to_tensor
 from wsimito.rcnn import RCNN, _Pool
 
@@ -26,6 +27,29 @@ def test_softmax_head_scores_by_the_cnns_own_logit_difference():
         logits = rcnn.cnn(to_tensor(regions, "cpu")).double().numpy()
     margins = rcnn._margin(rcnn._scaled(regions))
     np.testing.assert_allclose(margins, logits[:, 1] - logits[:, 0], rtol=1e-4, atol=1e-4)
+
+
+def test_a_window_keeps_the_shape_and_size_that_a_warp_stretches_away():
+    image = np.full((200, 200, 3), 255, np.uint8)
+    image[96:104, 70:130] = 0  # a long thin dark nucleus, 60 x 8 px
+    image[20:28, 20:28] = 0  # a small round one, 8 x 8 px
+    boxes = np.array([[70, 96, 130, 104], [20, 20, 28, 28]], float)
+    long, small = window_regions(image, boxes, size=40, window=80) < 128
+    assert long[..., 0].any(axis=0).sum() == 30 and long[..., 0].any(axis=1).sum() == 4  # half size, still 15:2
+    assert small[..., 0].sum() == 16  # 4 x 4 px at half size, white beyond the image edge
+    assert not small[:8, :8].any()
+    stretched = warp_regions(image, boxes, size=40, context=4) < 128
+    assert stretched[:, 6:34, 6:34, 0].all()  # both fill the square
+
+
+def test_a_window_detector_scores_windows_around_each_proposal():
+    samples = rcnn_samples()
+    rcnn = RCNN(tiny_detector_config(window=48)).fit(samples, seed=0)
+    boxes = samples[0].proposals
+    np.testing.assert_array_equal(rcnn.warp(samples[0].rgb, boxes),
+                                  window_regions(samples[0].rgb, boxes, rcnn.config.warp, 48))
+    refined, scores = rcnn.predict(samples[0].rgb, boxes)
+    assert len(scores) and ((scores >= 0) & (scores <= 1)).all()
 
 
 def test_hard_negative_rounds_add_the_cnns_worst_false_proposals():

@@ -62,11 +62,31 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, contained: 
 def warp_regions(rgb: np.ndarray, boxes: np.ndarray, size: int, context: int) -> np.ndarray:
     """(N, size, size, 3) uint8: each box stretched to ``size - 2*context`` px with context around it."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    out = np.empty((len(boxes), size, size, 3), np.uint8)
     inner = size - 2 * context
-    for i, (x0, y0, x1, y1) in enumerate(boxes):
-        sx, sy = max(x1 - x0, 1.0) / inner, max(y1 - y0, 1.0) / inner  # input px per output px
-        matrix = np.array([[sx, 0, x0 - context * sx + 0.5 * sx - 0.5], [0, sy, y0 - context * sy + 0.5 * sy - 0.5]])
+    scale_x = np.maximum(boxes[:, 2] - boxes[:, 0], 1.0) / inner  # input px per output px
+    scale_y = np.maximum(boxes[:, 3] - boxes[:, 1], 1.0) / inner
+    return _sample(rgb, boxes[:, 0] - context * scale_x, boxes[:, 1] - context * scale_y, scale_x, scale_y, size)
+
+
+def window_regions(rgb: np.ndarray, boxes: np.ndarray, size: int, window: int) -> np.ndarray:
+    """(N, size, size, 3) uint8: a ``window`` px square centred on each box, resized to ``size`` px.
+
+    Unlike ``warp_regions`` every region keeps the image's scale and the object's shape: a long thin stromal
+    nucleus stays long and thin, a lymphocyte stays small, where a warp stretches both to fill the square.
+    """
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    scale = np.full(len(boxes), window / size)
+    left = (boxes[:, 0] + boxes[:, 2]) / 2 - window / 2
+    top = (boxes[:, 1] + boxes[:, 3]) / 2 - window / 2
+    return _sample(rgb, left, top, scale, scale, size)
+
+
+def _sample(rgb, left, top, scale_x, scale_y, size: int) -> np.ndarray:
+    """Squares of ``size`` px whose pixel (0, 0) starts at image point (left, top), ``scale`` input px per output
+    px; white outside the image."""
+    out = np.empty((len(left), size, size, 3), np.uint8)
+    for i, (x0, y0, sx, sy) in enumerate(zip(left, top, scale_x, scale_y)):
+        matrix = np.array([[sx, 0, x0 + 0.5 * sx - 0.5], [0, sy, y0 + 0.5 * sy - 0.5]])
         out[i] = cv2.warpAffine(rgb, matrix, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                 borderMode=cv2.BORDER_CONSTANT, borderValue=(255, 255, 255))
     return out

@@ -108,6 +108,7 @@ class DetectorConfig:
     stain_scope: str = "image"  # detect estimates the staining per tile ("image") or once per slide ("slide")
     warp: int = 48  # regions are warped to warp x warp pixels
     context: int = 8  # pixels of surrounding context on each side of the warp (Girshick: 16 of 227)
+    window: int = 0  # > 0: each region is this many px square around the box's centre, at true size, not a warp
     cnn_widths: tuple = (16, 32, 64, 128)
     epochs: int = 20
     batches_per_epoch: int = 40
@@ -152,6 +153,8 @@ class DetectorConfig:
                                 f"got {self.stain_normalization!r}")
         if not isinstance(self.members, int) or self.members < 1:
             raise SettingsError(f"detector.members must be a whole number of at least 1, got {self.members!r}")
+        if not isinstance(self.window, int) or self.window < 0:
+            raise SettingsError(f"detector.window must be a whole number of pixels (0: warp the box), got {self.window!r}")
         check_fraction("detector.threshold", self.threshold)
         check_fraction("detector.background_quantile", self.background_quantile)
         check_fraction("detector.proposal_threshold", self.proposal_threshold)

@@ -38,7 +38,7 @@ from sklearn.svm import LinearSVC
 from wsimito import devices
 from wsimito.augment import dihedral, half_resolution, stain_jitter
 from wsimito.background import background_level, relative_scores
-from wsimito.boxes import box_iou, decode_boxes, encode_boxes, nms, warp_regions
+from wsimito.boxes import box_iou, decode_boxes, encode_boxes, nms, warp_regions, window_regions
 from wsimito.calibration import (
     LABEL_BOX_IOU,
     cross_fitted_margins,
@@ -332,12 +332,15 @@ class RCNN:
     # --- inference --------------------------------------------------------------------
     def warp(self, rgb: np.ndarray, boxes: np.ndarray, stain: StainFit | None = None) -> np.ndarray:
         """The regions the CNN sees: ``boxes`` of the image in the reference staining (if configured; by
-        ``stain``, the slide's, when given, else estimated from ``rgb``), warped with context. A tile without
-        proposals is not normalised (that costs tens of ms per tile)."""
+        ``stain``, the slide's, when given, else estimated from ``rgb``), warped with context, or with
+        ``window`` the square around each box's centre at true size. A tile without proposals is not
+        normalised (that costs tens of ms per tile)."""
         if len(boxes) and stain is not None and self.config.stain_normalization != "none":
             rgb = apply_stain(rgb, stain)
         elif len(boxes):
             rgb = normalize_stain(rgb, self.config.stain_normalization)
+        if self.config.window:
+            return window_regions(rgb, boxes, self.config.warp, self.config.window)
         return warp_regions(rgb, boxes, self.config.warp, self.config.context)
 
     def predict(self, rgb: np.ndarray, proposals: np.ndarray, batch_size: int = 256):
