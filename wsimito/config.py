@@ -154,7 +154,8 @@ class DetectorConfig:
         if not isinstance(self.members, int) or self.members < 1:
             raise SettingsError(f"detector.members must be a whole number of at least 1, got {self.members!r}")
         if not isinstance(self.window, int) or self.window < 0:
-            raise SettingsError(f"detector.window must be a whole number of pixels (0: warp the box), got {self.window!r}")
+            raise SettingsError(f"detector.window must be a whole number of pixels (0: warp the box), "
+                                f"got {self.window!r}")
         check_fraction("detector.threshold", self.threshold)
         check_fraction("detector.background_quantile", self.background_quantile)
         check_fraction("detector.proposal_threshold", self.proposal_threshold)
