@@ -42,6 +42,11 @@ export OUT
 echo "=== $(date -u +%FT%TZ) wsimito $(git rev-parse --short HEAD 2>/dev/null)" \
      "$(git diff --quiet 2>/dev/null || echo 'with uncommitted changes')"
 nvidia-smi
+# Each dependency imported alone, with a time limit: a session's first GPU run hung before this script's first step.
+for module in numpy torch cv2 yaml dask distributed zarr tifffile tiffslide openslide pywt sklearn scipy wsimito; do
+    echo "--- import $module"
+    timeout -k 5 60 python -c "import $module" || { echo "=== import $module failed or hung: stopping"; exit 1; }
+done
 python - <<'EOF' || exit 1
 import torch
 assert torch.cuda.is_available(), "torch sees no CUDA GPU: nothing to check here"
