@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from wsimito.config import load_config
-from wsimito.errors import WsimitoError
-from wsimito.segmentation import SegmentationModel
 from wsimito.datasets.splits import split_images
+from wsimito.errors import WsimitoError
 from wsimito.resample import resample_to_mpp
-from wsimito.train_seg import _lr_at, train_segmentation
+from wsimito.segmentation import SegmentationModel, segment_array
+from wsimito.train_seg import _lr_at, fine_tune_on_fields, train_segmentation
 
 TINY = {
     "segmentation.widths": [4, 8],
@@ -91,3 +91,42 @@ def test_bad_model_and_checkpoint_files(tmp_path):
         SegmentationModel.load(junk)
     with pytest.raises(WsimitoError, match="no checkpoint"):
         train_segmentation(_blob_images(), load_config(None, TINY), tmp_path / "new.pt", resume=True)
+
+
+def _field_with_a_look_alike(size=96):
+    """A field with one labelled dark blob and one unlabelled dark blue square (a look-alike): only whole
+    fields show phase 1 such a thing as background."""
+    rgb = np.full((size, size, 3), (225, 160, 195), np.uint8)
+    mask = np.zeros((size, size), np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    mitosis = (yy - 24) ** 2 + (xx - 24) ** 2 < 25
+    rgb[mitosis], mask[mitosis] = (60, 30, 90), 1
+    rgb[62:74, 62:74] = (40, 40, 140)
+    return rgb, mask
+
+
+def test_fine_tuning_on_fields_unlearns_a_look_alike_the_crops_never_showed(tmp_path):
+    config = load_config(None, {**TINY, "train_seg.epochs": 4, "train_seg.crops_per_epoch": 64, "train_seg.lr": 1e-2,
+                                "train_seg.lr_min": 1e-3, "train_seg.field_steps": 60, "train_seg.field_lr": 1e-2})
+    crops = _blob_images(count=4)
+    base = train_segmentation(crops, config, tmp_path / "base.pt", seed=0, val_images=[])
+    field = _field_with_a_look_alike()
+    look_alike = (slice(62, 74), slice(62, 74))
+    before = segment_array(base, field[0], tile=64, halo=8)[look_alike].mean()
+    steps = []
+    tuned = fine_tune_on_fields(base, crops, [field], config, tmp_path / "tuned.pt", seed=0,
+                                on_step=lambda done, total, loss: steps.append((done, total)))
+    after = segment_array(tuned, field[0], tile=64, halo=8)
+    assert steps[-1] == (60, 60)
+    assert before > 0.3  # phase 1 from crops alone segments the look-alike
+    assert after[look_alike].mean() < min(0.2, before / 2)
+    assert after[20:28, 20:28].mean() > 0.5  # the labelled mitosis is still segmented
+    saved = SegmentationModel.load(tmp_path / "tuned.pt")
+    assert saved.info["field_steps"] == 60 and saved.info["field_images"] == 1
+
+
+def test_fine_tuning_needs_fields(tmp_path):
+    config = load_config(None, {**TINY, "train_seg.field_steps": 2})
+    model = train_segmentation(_blob_images(), config, tmp_path / "m.pt", seed=0)
+    with pytest.raises(WsimitoError, match="needs fields"):
+        fine_tune_on_fields(model, _blob_images(), [], config, tmp_path / "t.pt")

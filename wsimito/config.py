@@ -77,6 +77,16 @@ class SegTrainingConfig:
     val_fraction: float = 0.2  # share of images held out for validation Dice
     stain_sigma: float = 0.05  # H&E optical-density jitter
     brightness: float = 0.05
+    # After the epochs, optionally: steps on whole point-labelled fields next to the crops (train_seg.fine_tune),
+    # so phase 1 sees the look-alikes around mitoses. 0: no such stage (the paper has none).
+    field_steps: int = 0
+    field_share: float = 0.75  # share of each of those batches cut from the fields; the rest from the crops
+    field_lr: float = 3e-4  # that stage's start, decayed exponentially to lr_min
+    field_mitosis_fraction: float = 0.3  # share of field cuts drawn around a labelled mitosis
+
+    def __post_init__(self):
+        check_fraction("train_seg.field_share", self.field_share)
+        check_fraction("train_seg.field_mitosis_fraction", self.field_mitosis_fraction)
 
 
 @dataclass(frozen=True)

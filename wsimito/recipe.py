@@ -14,8 +14,12 @@ MITOS 2012 fields (negatives: everything away from their labelled points).
 ``--loso`` first evaluates leave-one-slide-out on the MITOS 2012 fields
 (slides A00, A02, A03: phase 2 trained without one slide's fields, then the
 ``detect`` pipeline run on them and scored at 8 µm), then trains the final
-model on everything. No MITOS 2012 field is in phase 1's data, so phase 1 is
-shared by the folds.
+model on everything. With ``train_seg.field_steps`` phase 1 is then fine-tuned
+on whole MITOS 2012 fields (masks from their points), per fold on the training
+slides' fields only, and the final model's on all of them; without it phase 1
+has seen no MITOS 2012 field and is shared by the folds. Every stage's model is
+kept in ``--workdir`` and reused by a rerun, and ``--folds`` runs some folds
+only, so the folds can run as separate processes.
 """
 
 from __future__ import annotations
@@ -40,11 +44,12 @@ from wsimito.datasets.points import read_centroid_csv
 from wsimito.evaluation import Detections, evaluate, pooled_f1_interval, threshold_sweep
 from wsimito.outputs.tables import write_csv_atomic
 from wsimito.pipeline import detect_slide
+from wsimito.point_masks import point_mask
 from wsimito.resample import resample_to_mpp
-from wsimito.segmentation import SegmentationModel
+from wsimito.segmentation import SegmentationModel, segment_array
 from wsimito.synth import write_fields
 from wsimito.train_det import LabelledField, load_fields, train_detector
-from wsimito.train_seg import train_segmentation
+from wsimito.train_seg import fine_tune_on_fields, train_segmentation
 
 MITOS_MPP = 0.2456
 SAMPLE_SLIDE = Path(__file__).parent / "data" / "CMU-1-Small-Region.svs"
@@ -127,6 +132,41 @@ def phase2_fields(data: Path, segmentation: SegmentationModel, config: Config, d
                        device=device, box_mode=box_mode)
 
 
+def point_labelled_fields(data: Path, slides, segmentation: SegmentationModel, config: Config, device) -> list:
+    """(RGB, mask) of the MITOS 2012 fields of ``slides`` at the model mpp, masks from their points and
+    ``segmentation``'s components (wsimito.point_masks)."""
+    paths, points = mitos_fields(data, slides)
+    scale = MITOS_MPP / config.tiling.mpp
+    pairs = []
+    for path in paths:
+        rgb = read_rgb(path)
+        rgb, _ = resample_to_mpp(rgb, np.zeros(rgb.shape[:2], np.uint8), MITOS_MPP, config.tiling.mpp)
+        prob = segment_array(segmentation, rgb, device=device)
+        pairs.append((rgb, point_mask(prob, np.asarray(points.get(path.stem, np.zeros((0, 2))), float) * scale,
+                                      config.boxes.threshold)))
+    return pairs
+
+
+def phase1_on_fields(base: Path, crops, data: Path, slides, config: Config, out: Path, seed: int, device,
+                     progress) -> SegmentationModel:
+    """Phase 1 (``base``, a model file) fine-tuned on the MITOS 2012 fields of ``slides`` next to its
+    ``crops``; written to ``out``, and reused from there by a rerun."""
+    name = "+".join(slides)
+    if out.exists():
+        progress(f"phase 1 on the fields of {name}: reusing {out}")
+        return SegmentationModel.load(out, device)
+    segmentation = SegmentationModel.load(base, device)
+    fields = point_labelled_fields(data, slides, segmentation, config, device)
+    steps = config.train_seg.field_steps
+    progress(f"phase 1 on the fields of {name}: {steps} steps on {len(fields)} fields and {len(crops)} crops")
+
+    def on_step(done, total, loss):
+        if done % 200 == 0 or done == total:
+            progress(f"phase 1 on the fields of {name}: step {done}/{total}, loss {loss:.3f}")
+
+    return fine_tune_on_fields(segmentation, crops, fields, config, out, seed=seed, device=device, on_step=on_step)
+
+
 def atnorm_split(data: Path) -> tuple[list, list]:
     """AtNorM-MD crops for training and the fifth held out (by a hash of the file, so stable across runs)."""
     crops = atnorm_crops(data / "atnorm-md-crops")
@@ -178,21 +218,23 @@ def _prf(tp, fp, fn) -> dict:
             "recall": tp / max(tp + fn, 1), "f1": 2 * tp / max(2 * tp + fp + fn, 1)}
 
 
-def leave_one_slide_out(fields, segmentation, config, seed, device, data: Path, workdir: Path, scratch: Path,
-                        progress) -> dict:
+def leave_one_slide_out(training_set, config, seed, device, data: Path, workdir: Path, scratch: Path,
+                        progress, folds=MITOS_SLIDES) -> dict:
     """Per held-out slide and pooled: P/R/F1 of the detect pipeline at the configured threshold, a bootstrap
     95% interval of the pooled F1 over fields, false detections per mm² of tissue, and the pooled threshold
     sweep's best F1 (an oracle: chosen on the test folds, reported, never shipped). Each fold's model is kept
-    in ``workdir`` and reused by a rerun; every held-out detection, at any score, goes to ``LOSO_DETECTIONS``
-    there."""
-    report, pooled = {}, np.zeros(3)
+    in ``workdir`` and reused by a rerun, so ``folds`` (held-out slides) can run as separate processes and a
+    last run with all of them pools them; every held-out detection, at any score, goes to ``LOSO_DETECTIONS``
+    there. ``training_set(held_out_slides)`` gives the phase-1 model and the phase-2 images for a fold."""
+    report, pooled = {"folds": list(folds)}, np.zeros(3)
     detections, truth, per_field, tissue_mm2 = {}, {}, [], 0.0
-    for held_out in MITOS_SLIDES:
+    for held_out in folds:
         fold_dir = workdir / f"fold-{held_out}"
         if (fold_dir / "model.json").exists():
             progress(f"fold {held_out}: reusing {fold_dir}")
             model = MitosisModel.load(fold_dir, device)
         else:
+            segmentation, fields = training_set((held_out,))
             progress(f"fold {held_out}: training phase 2 without its fields")
             train = [f for f in fields if not is_mitos_field(f, (held_out,))]
             model, _ = train_detector(train, segmentation, config, seed=seed, device=device,
@@ -209,7 +251,8 @@ def leave_one_slide_out(fields, segmentation, config, seed, device, data: Path, 
         per_field += fold["per_field"]
         tissue_mm2 += fold["tissue_mm2"]
         progress(f"fold {held_out}: F1 {fold['pooled']['f1']:.3f}")
-    write_csv_atomic(workdir / LOSO_DETECTIONS, ["fold", "field", "x", "y", "score"], _detection_rows(detections))
+    if tuple(folds) == MITOS_SLIDES:
+        write_csv_atomic(workdir / LOSO_DETECTIONS, ["fold", "field", "x", "y", "score"], _detection_rows(detections))
     report["pooled"] = {**_prf(*pooled), "f1_interval_95": pooled_f1_interval(per_field, seed=seed),
                         "false_per_mm2": pooled[1] / max(tissue_mm2, 1e-9), "tissue_mm2": tissue_mm2}
     sweep = threshold_sweep(detections, truth, MITOS_MPP, radius_um=config.evaluation.radius_um,
@@ -241,6 +284,40 @@ def acceptance_checks(model_dir: Path, model, config: Config, data: Path, seed: 
     return checks
 
 
+class TrainingSets:
+    """What phase 2 trains on without some held-out MITOS 2012 slides: the phase-1 model and every image
+    with its boxes. Without ``train_seg.field_steps`` phase 1 is the same for all, and the images are
+    loaded once; with it, phase 1 is fine-tuned on the other slides' fields (``workdir/segmentation-
+    without-<slides>.pt``, or ``segmentation-fields.pt`` for all) and the images are boxed by that model."""
+
+    def __init__(self, args, config: Config, base: Path, segmentation: SegmentationModel, workdir: Path,
+                 scratch: Path, progress):
+        self.args, self.config, self.base, self.segmentation = args, config, base, segmentation
+        self.workdir, self.scratch, self.progress = workdir, scratch, progress
+        self.shared = self.crops = None
+
+    def __call__(self, held_out: tuple) -> tuple[SegmentationModel, list[LabelledField]]:
+        args, config = self.args, self.config
+        if not config.train_seg.field_steps:
+            if self.shared is None:
+                self.shared = self.segmentation, self._load(self.segmentation)
+            return self.shared
+        if self.crops is None:
+            self.crops = phase1_images(args.data, self.scratch, config, args.seed, args.synthetic_fields,
+                                       args.exclude)[0]
+        slides = [s for s in MITOS_SLIDES if s not in held_out]
+        out = self.workdir / (f"segmentation-without-{'-'.join(held_out)}.pt" if held_out
+                              else "segmentation-fields.pt")
+        segmentation = phase1_on_fields(self.base, self.crops, args.data, slides, config, out, args.seed,
+                                        args.device, self.progress)
+        return segmentation, self._load(segmentation)
+
+    def _load(self, segmentation: SegmentationModel) -> list[LabelledField]:
+        self.progress("phase 2: loading crops and fields, making boxes")
+        return phase2_fields(self.args.data, segmentation, self.config, self.args.device, self.args.boxes,
+                             self.args.exclude)
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="the shared/data folder")
@@ -257,6 +334,9 @@ def main(argv=None) -> dict:
                         help="source datasets to leave out of training: MIDOG21 or TUPAC16 (AMi-Br crops; MIDOG21's "
                              "images are CC BY-NC-ND), AtNorM-MD")
     parser.add_argument("--loso", action="store_true", help="leave-one-slide-out F1 on MITOS 2012 first")
+    parser.add_argument("--folds", nargs="+", choices=MITOS_SLIDES, metavar="SLIDE",
+                        help="with --loso, only these held-out slides (A00 A02 A03): run folds as separate "
+                             "processes with one --workdir, then once more with all to pool them")
     parser.add_argument("--report", type=Path, help="also write the JSON report here")
     parser.add_argument("--workdir", type=Path,
                         help="keep phase 1 (segmentation.pt and its per-epoch checkpoint) here; a rerun with the "
@@ -291,12 +371,13 @@ def main(argv=None) -> dict:
                                             f"validation Dice {e.val_dice:.3f}, pixel F1 {e.val_pixel_f1:.3f}"))
             report["phase1"] = segmentation.info.get("history", [{}])[-1]
         report["phase1_s"] = progress.elapsed
-        progress("phase 2: loading crops and fields, making boxes")
-        fields = phase2_fields(args.data, segmentation, config, args.device, args.boxes, args.exclude)
+        base = args.seg_model or workdir / "segmentation.pt"
+        training_set = TrainingSets(args, config, base, segmentation, workdir, scratch, progress)
         if args.loso:
-            report["loso"] = leave_one_slide_out(fields, segmentation, config, args.seed, args.device, args.data,
-                                                 workdir, scratch, progress)
+            report["loso"] = leave_one_slide_out(training_set, config, args.seed, args.device, args.data,
+                                                 workdir, scratch, progress, folds=args.folds or MITOS_SLIDES)
         if args.output:
+            segmentation, fields = training_set(())
             progress("final model: phase 2 on every image")
             model, phase2 = train_detector(fields, segmentation, config, seed=args.seed, device=args.device,
                                            on_stage=lambda stage: progress(f"final model: {stage}"))
