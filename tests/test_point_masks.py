@@ -36,3 +36,24 @@ def test_no_points_no_mask_and_points_off_the_image_are_ignored():
     prob = _map_with_two_blobs()
     assert point_mask(prob, np.zeros((0, 2))).sum() == 0
     assert point_mask(prob, [[500.0, 500.0]]).sum() == 0
+
+
+def test_masks_of_a_real_field_cover_its_mitoses_and_drop_what_else_phase_one_segments(data):
+    """A real MITOS 2012 field through the shipped phase 1: every labelled mitosis is in the mask, and the
+    mask is not the whole segmentation (the field's other segmented nuclei are what it teaches as background)."""
+    from wsimito.bundle import MitosisModel
+    from wsimito.config import load_config
+    from wsimito.recipe import MITOS_MPP, mitos_fields, point_labelled_fields
+    from wsimito.segmentation import segment_array
+    from wsimito.weights import default_model_path
+
+    segmentation = MitosisModel.load(default_model_path()).segmentation
+    config = load_config(None, {"tiling.mpp": segmentation.mpp})
+    [(rgb, mask)] = point_labelled_fields(data, ["A02"], segmentation, config, "cpu", names=["A02_00"])
+    points = mitos_fields(data, ["A02"])[1]["A02_00"] * MITOS_MPP / segmentation.mpp
+    assert len(points) >= 2
+    for x, y in points:
+        assert mask[int(y) - 4 : int(y) + 5, int(x) - 4 : int(x) + 5].any(), (x, y)
+    segmented = segment_array(segmentation, rgb) >= config.boxes.threshold
+    assert mask.shape == segmented.shape
+    assert 0 < mask.sum() < segmented.sum()

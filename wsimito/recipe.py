@@ -132,10 +132,12 @@ def phase2_fields(data: Path, segmentation: SegmentationModel, config: Config, d
                        device=device, box_mode=box_mode)
 
 
-def point_labelled_fields(data: Path, slides, segmentation: SegmentationModel, config: Config, device) -> list:
-    """(RGB, mask) of the MITOS 2012 fields of ``slides`` at the model mpp, masks from their points and
-    ``segmentation``'s components (wsimito.point_masks)."""
+def point_labelled_fields(data: Path, slides, segmentation: SegmentationModel, config: Config, device,
+                          names=None) -> list:
+    """(RGB, mask) of the MITOS 2012 fields of ``slides`` (only those ``names``d, if given) at the model mpp,
+    masks from their points and ``segmentation``'s components (wsimito.point_masks)."""
     paths, points = mitos_fields(data, slides)
+    paths = [p for p in paths if names is None or p.stem in names]
     scale = MITOS_MPP / config.tiling.mpp
     pairs = []
     for path in paths:
