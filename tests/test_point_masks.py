@@ -25,6 +25,14 @@ def test_a_component_within_reach_counts_and_one_beyond_does_not():
     assert point_mask(prob, [[105.0, 75.0]], reach_px=20)[75, 75] == 0
 
 
+def test_x_is_the_column_and_y_the_row():
+    prob = np.zeros((120, 120), np.float32)
+    prob[10:20, 70:80] = 0.9  # rows 10-19, columns 70-79
+    assert point_mask(prob, [[75.0, 15.0]], reach_px=5).sum() == 100
+    assert point_mask(prob, [[15.0, 75.0]], reach_px=5)[10:20, 70:80].sum() == 0  # the transpose: a disk there
+    assert point_mask(prob, [[15.0, 75.0]], reach_px=5)[75, 15] == 1
+
+
 def test_a_point_phase_one_missed_gets_a_disk():
     mask = point_mask(_map_with_two_blobs(), [[40.0, 100.0]], disk_px=10)
     assert mask[100, 40] == 1 and mask[100, 50] == 1 and mask[100, 51] == 0

@@ -122,7 +122,8 @@ def test_fine_tuning_on_fields_unlearns_a_look_alike_the_crops_never_showed(tmp_
     assert after[look_alike].mean() < min(0.2, before / 2)
     assert after[20:28, 20:28].mean() > 0.5  # the labelled mitosis is still segmented
     saved = SegmentationModel.load(tmp_path / "tuned.pt")
-    assert saved.info["field_steps"] == 60 and saved.info["field_images"] == 1
+    assert saved.info["fine_tune"] == {"steps": 60, "share": 0.75, "lr": 1e-2, "lr_min": 1e-3,
+                                       "mitosis_fraction": 0.3, "seed": 0, "fields": 1}
 
 
 def test_fine_tuning_needs_fields(tmp_path):
@@ -130,3 +131,23 @@ def test_fine_tuning_needs_fields(tmp_path):
     model = train_segmentation(_blob_images(), config, tmp_path / "m.pt", seed=0)
     with pytest.raises(WsimitoError, match="needs fields"):
         fine_tune_on_fields(model, _blob_images(), [], config, tmp_path / "t.pt")
+
+
+def test_a_fold_fine_tunes_on_the_given_slides_only_and_a_stale_file_is_refused(data, tmp_path):
+    """The recipe's per-fold phase 1: trained on the named slides' real fields, recorded as such, reused by a
+    rerun with the same settings and refused with others (a workdir left by another configuration)."""
+    from wsimito.recipe import phase1_on_fields
+
+    config = load_config(None, {**TINY, "train_seg.field_steps": 2})
+    base = tmp_path / "base.pt"
+    train_segmentation(_blob_images(), config, base, seed=0)
+    out, said = tmp_path / "segmentation-without-A03.pt", []
+    tuned = phase1_on_fields(base, _blob_images(), data, ["A00", "A02"], config, out, 0, "cpu", said.append)
+    assert tuned.info["fine_tune"]["slides"] == ["A00", "A02"] and tuned.info["fine_tune"]["fields"] == 6
+    phase1_on_fields(base, _blob_images(), data, ["A00", "A02"], config, out, 0, "cpu", said.append)
+    assert "reusing" in said[-1]
+    other = load_config(None, {**TINY, "train_seg.field_steps": 2, "train_seg.field_lr": 1e-4})
+    with pytest.raises(WsimitoError, match="other settings"):
+        phase1_on_fields(base, _blob_images(), data, ["A00", "A02"], other, out, 0, "cpu", said.append)
+    with pytest.raises(WsimitoError, match="other settings"):
+        phase1_on_fields(base, _blob_images(), data, ["A00", "A02", "A03"], config, out, 0, "cpu", said.append)

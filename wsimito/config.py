@@ -77,8 +77,8 @@ class SegTrainingConfig:
     val_fraction: float = 0.2  # share of images held out for validation Dice
     stain_sigma: float = 0.05  # H&E optical-density jitter
     brightness: float = 0.05
-    # After the epochs, optionally: steps on whole point-labelled fields next to the crops (train_seg.fine_tune),
-    # so phase 1 sees the look-alikes around mitoses. 0: no such stage (the paper has none).
+    # After the epochs, optionally: steps on whole point-labelled fields next to the crops (fine_tune_on_fields
+    # in wsimito/train_seg.py), so phase 1 sees the look-alikes around mitoses. 0: no such stage (the paper's).
     field_steps: int = 0
     field_share: float = 0.75  # share of each of those batches cut from the fields; the rest from the crops
     field_lr: float = 3e-4  # that stage's start, decayed exponentially to lr_min

@@ -25,6 +25,7 @@ only, so the folds can run as separate processes.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import tempfile
@@ -41,6 +42,7 @@ from wsimito.config import Config, load_config
 from wsimito.datasets.crops import amibr_crops, amibr_masks, atnorm_crops, prlab_patches
 from wsimito.datasets.masks import find_labelled_images, read_gray, read_rgb
 from wsimito.datasets.points import read_centroid_csv
+from wsimito.errors import WsimitoError
 from wsimito.evaluation import Detections, evaluate, pooled_f1_interval, threshold_sweep
 from wsimito.outputs.tables import write_csv_atomic
 from wsimito.pipeline import detect_slide
@@ -49,7 +51,7 @@ from wsimito.resample import resample_to_mpp
 from wsimito.segmentation import SegmentationModel, segment_array
 from wsimito.synth import write_fields
 from wsimito.train_det import LabelledField, load_fields, train_detector
-from wsimito.train_seg import fine_tune_on_fields, train_segmentation
+from wsimito.train_seg import fine_tune_on_fields, fine_tune_settings, train_segmentation
 
 MITOS_MPP = 0.2456
 SAMPLE_SLIDE = Path(__file__).parent / "data" / "CMU-1-Small-Region.svs"
@@ -120,7 +122,7 @@ def mitos_fields(data: Path, slides) -> tuple[list[Path], dict]:
 
 def phase2_fields(data: Path, segmentation: SegmentationModel, config: Config, device, box_mode: str,
                   exclude=()) -> list[LabelledField]:
-    """Every phase-2 image with its boxes and phase-1 map, loaded and segmented once for all folds: AMi-Br
+    """Every phase-2 image with its boxes and ``segmentation``'s map, for every fold that shares it: AMi-Br
     crops of the Train split (the Test split's slides stay unseen), four fifths of the AtNorM-MD crops,
     PRLAB patches, all MITOS 2012 fields."""
     crops = _without(_amibr(data, split="Train") + atnorm_split(data)[0]
@@ -154,9 +156,15 @@ def phase1_on_fields(base: Path, crops, data: Path, slides, config: Config, out:
     """Phase 1 (``base``, a model file) fine-tuned on the MITOS 2012 fields of ``slides`` next to its
     ``crops``; written to ``out``, and reused from there by a rerun."""
     name = "+".join(slides)
+    wanted = fine_tune_settings(config, seed, {"slides": list(slides), "base_sha256": _sha256(base)})
     if out.exists():
+        segmentation = SegmentationModel.load(out, device)
+        made = {k: v for k, v in segmentation.info.get("fine_tune", {}).items() if k != "fields"}
+        if made != wanted:
+            raise WsimitoError(f"{out} was fine-tuned with other settings, fields or base phase 1 ({made}, not "
+                               f"{wanted}): delete it, or use another --workdir")
         progress(f"phase 1 on the fields of {name}: reusing {out}")
-        return SegmentationModel.load(out, device)
+        return segmentation
     segmentation = SegmentationModel.load(base, device)
     fields = point_labelled_fields(data, slides, segmentation, config, device)
     steps = config.train_seg.field_steps
@@ -166,7 +174,12 @@ def phase1_on_fields(base: Path, crops, data: Path, slides, config: Config, out:
         if done % 200 == 0 or done == total:
             progress(f"phase 1 on the fields of {name}: step {done}/{total}, loss {loss:.3f}")
 
-    return fine_tune_on_fields(segmentation, crops, fields, config, out, seed=seed, device=device, on_step=on_step)
+    return fine_tune_on_fields(segmentation, crops, fields, config, out, seed=seed, device=device, on_step=on_step,
+                               provenance=wanted)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def atnorm_split(data: Path) -> tuple[list, list]:
@@ -228,7 +241,8 @@ def leave_one_slide_out(training_set, config, seed, device, data: Path, workdir:
     in ``workdir`` and reused by a rerun, so ``folds`` (held-out slides) can run as separate processes and a
     last run with all of them pools them; every held-out detection, at any score, goes to ``LOSO_DETECTIONS``
     there. ``training_set(held_out_slides)`` gives the phase-1 model and the phase-2 images for a fold."""
-    report, pooled = {"folds": list(folds)}, np.zeros(3)
+    folds = tuple(dict.fromkeys(folds))  # each once, in the order given
+    report, pooled = {"folds": list(folds), "all_folds": set(folds) == set(MITOS_SLIDES)}, np.zeros(3)
     detections, truth, per_field, tissue_mm2 = {}, {}, [], 0.0
     for held_out in folds:
         fold_dir = workdir / f"fold-{held_out}"
@@ -253,7 +267,7 @@ def leave_one_slide_out(training_set, config, seed, device, data: Path, workdir:
         per_field += fold["per_field"]
         tissue_mm2 += fold["tissue_mm2"]
         progress(f"fold {held_out}: F1 {fold['pooled']['f1']:.3f}")
-    if tuple(folds) == MITOS_SLIDES:
+    if report["all_folds"]:
         write_csv_atomic(workdir / LOSO_DETECTIONS, ["fold", "field", "x", "y", "score"], _detection_rows(detections))
     report["pooled"] = {**_prf(*pooled), "f1_interval_95": pooled_f1_interval(per_field, seed=seed),
                         "false_per_mm2": pooled[1] / max(tissue_mm2, 1e-9), "tissue_mm2": tissue_mm2}
@@ -337,16 +351,23 @@ def main(argv=None) -> dict:
                              "images are CC BY-NC-ND), AtNorM-MD")
     parser.add_argument("--loso", action="store_true", help="leave-one-slide-out F1 on MITOS 2012 first")
     parser.add_argument("--folds", nargs="+", choices=MITOS_SLIDES, metavar="SLIDE",
-                        help="with --loso, only these held-out slides (A00 A02 A03): run folds as separate "
-                             "processes with one --workdir, then once more with all to pool them")
+                        help="with --loso, only these held-out slides (A00 A02 A03), to run folds as separate "
+                             "processes sharing one --workdir; then once more without --folds to pool them. "
+                             "Phase 1 must exist first (--seg-model, or segmentation.pt in --workdir)")
     parser.add_argument("--report", type=Path, help="also write the JSON report here")
     parser.add_argument("--workdir", type=Path,
-                        help="keep phase 1 (segmentation.pt and its per-epoch checkpoint) here; a rerun with the "
+                        help="keep phase 1 (segmentation.pt and its per-epoch checkpoint), its fine-tunes on "
+                             "fields and each fold's model here; a rerun with the "
                              "same folder resumes phase 1 or reuses it when finished")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     if not args.output and not args.loso:
         parser.error("give -o/--output, --loso, or both")
+    if args.folds and (args.output or not args.loso):
+        parser.error("--folds runs some leave-one-slide-out folds: give it with --loso and without -o")
+    if args.folds and not (args.seg_model or (args.workdir and (args.workdir / "segmentation.pt").exists())):
+        parser.error("--folds needs phase 1 first (--seg-model, or a --workdir where the recipe trained it), so "
+                     "that separate processes do not each train it")
     config = load_config(args.config, _parse_overrides(args.overrides))
     progress = Progress()
     report = {"seed": args.seed, "boxes": args.boxes, "exclude": args.exclude, "config": config.to_dict()}
@@ -359,6 +380,10 @@ def main(argv=None) -> dict:
             args.seg_model = workdir / "segmentation.pt"
         if args.seg_model:
             segmentation = SegmentationModel.load(args.seg_model, args.device)
+            if args.loso and "fine_tune" in segmentation.info:
+                raise SystemExit(f"{args.seg_model}: this phase 1 was fine-tuned on MITOS 2012 fields, so "
+                                 "leave-one-slide-out would test on fields it has seen; give the phase 1 before "
+                                 "that (the recipe's segmentation.pt)")
             config = replace(config, tiling=replace(config.tiling, mpp=segmentation.mpp))
         else:
             progress("phase 1: preparing synthetic fields, AMi-Br crops with their masks, PRLAB negatives")

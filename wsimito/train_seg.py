@@ -100,7 +100,6 @@ def train_segmentation(images, config: Config, out: Path, seed: int = 0, device:
     sampler = CropSampler(images, schedule.crop, schedule.mitosis_crop_fraction,
                           schedule.stain_sigma, schedule.brightness)
     steps = max(1, schedule.crops_per_epoch // schedule.batch_size)
-    use_bf16 = torch.device(device).type == "cuda"
     for epoch in range(first_epoch, schedule.epochs):
         started = time.perf_counter()
         lr = _lr_at(epoch, schedule)
@@ -110,16 +109,8 @@ def train_segmentation(images, config: Config, out: Path, seed: int = 0, device:
         model.net.train()
         losses = []
         for step in range(steps):
-            crops = [sampler.sample(rng) for _ in range(schedule.batch_size)]
-            x = to_tensor(np.stack([c[0] for c in crops]), device)
-            y = torch.from_numpy(np.stack([c[1] for c in crops]).astype(np.int64)).to(device)
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
-                logits = model.net(x)
-            loss = torch.nn.functional.cross_entropy(logits.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
+            batch = [sampler.sample(rng) for _ in range(schedule.batch_size)]
+            losses.append(_train_step(model, optimizer, batch, device))
             if on_step:
                 on_step(epoch * steps + step + 1, schedule.epochs * steps, losses[-1])
         dice, f1 = validate(model, val_images, device)
@@ -143,45 +134,66 @@ def train_segmentation(images, config: Config, out: Path, seed: int = 0, device:
 
 
 def fine_tune_on_fields(model: SegmentationModel, crops, fields, config: Config, out: Path, seed: int = 0,
-                        device: str = "cpu", on_step=None) -> SegmentationModel:
+                        device: str = "cpu", on_step=None, provenance: dict | None = None) -> SegmentationModel:
     """Continue training ``model`` for ``train_seg.field_steps`` steps, each batch cut from whole ``fields``
     (``field_share`` of it) and from the phase-1 ``crops``; save it to ``out`` and return it.
 
     Both are lists of (RGB, mask) at ``config.tiling.mpp``; a field's mask comes from its point labels
     (wsimito.point_masks), so everything dark that is not a labelled mitosis is background there. Crops
     centred on mitoses rarely show such look-alikes; on MITOS 2012 this stage raised the leave-one-slide-out
-    recall of one R-CNN from 0.36 to 0.51 (model card, session 8). ``on_step(done, total, loss)`` reports.
+    recall of one R-CNN from 0.36 to 0.51 (model card, session 8). The model's ``info["fine_tune"]`` records
+    the settings, the seed and ``provenance`` (what the fields were), so a rerun can tell a stale file.
+    ``on_step(done, total, loss)`` reports progress.
     """
     schedule = config.train_seg
-    if not fields or not crops:
-        raise WsimitoError("fine-tuning on fields needs fields and crops")
-    per_batch = round(schedule.batch_size * schedule.field_share)
+    from_fields = round(schedule.batch_size * schedule.field_share)
+    if not fields or (from_fields < schedule.batch_size and not crops):
+        raise WsimitoError("fine-tuning on fields needs fields, and crops unless train_seg.field_share is 1")
+    if schedule.crop % model.multiple:
+        raise WsimitoError(f"train_seg.crop {schedule.crop} must be a multiple of {model.multiple} for this network")
     crop_sampler = CropSampler(crops, schedule.crop, schedule.mitosis_crop_fraction, schedule.stain_sigma,
-                               schedule.brightness)
+                               schedule.brightness) if crops else None
     field_sampler = CropSampler(fields, schedule.crop, schedule.field_mitosis_fraction, schedule.stain_sigma,
                                 schedule.brightness)
     torch.manual_seed(seed)
-    model.net.to(device).train()
+    model.net.to(device).to(memory_format=torch.channels_last).train()
     optimizer = torch.optim.Adam(model.net.parameters(), lr=schedule.field_lr)
+    # a stream of its own: the epochs before drew theirs from (seed, 0 .. epochs - 1)
     rng = np.random.default_rng([seed, schedule.epochs])
     decay = schedule.lr_min / schedule.field_lr
     for step in range(schedule.field_steps):
         for group in optimizer.param_groups:
             group["lr"] = schedule.field_lr * decay ** (step / max(1, schedule.field_steps - 1))
-        batch = ([crop_sampler.sample(rng) for _ in range(schedule.batch_size - per_batch)]
-                 + [field_sampler.sample(rng) for _ in range(per_batch)])
-        x = to_tensor(np.stack([b[0] for b in batch]), device)
-        y = torch.from_numpy(np.stack([b[1] for b in batch]).astype(np.int64)).to(device)
-        loss = torch.nn.functional.cross_entropy(model.net(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        batch = ([crop_sampler.sample(rng) for _ in range(schedule.batch_size - from_fields)]
+                 + [field_sampler.sample(rng) for _ in range(from_fields)])
+        loss = _train_step(model, optimizer, batch, device)
         if on_step:
-            on_step(step + 1, schedule.field_steps, loss.item())
+            on_step(step + 1, schedule.field_steps, loss)
     model.net.eval()
-    model.info = {**model.info, "field_steps": schedule.field_steps, "field_images": len(fields)}
+    model.info = {**model.info, "fine_tune": fine_tune_settings(config, seed, provenance) | {"fields": len(fields)}}
     model.save(out)
     return model
+
+
+def fine_tune_settings(config: Config, seed: int, provenance: dict | None = None) -> dict:
+    """What a field fine-tune depends on, as ``info["fine_tune"]`` records it (less the field count)."""
+    schedule = config.train_seg
+    return {"steps": schedule.field_steps, "share": schedule.field_share, "lr": schedule.field_lr,
+            "lr_min": schedule.lr_min, "mitosis_fraction": schedule.field_mitosis_fraction, "seed": seed,
+            **plain(provenance or {})}
+
+
+def _train_step(model: SegmentationModel, optimizer, batch, device) -> float:
+    """One Adam step of pixel-wise softmax cross-entropy on ``batch`` ((RGB, mask) pairs); bf16 on a GPU."""
+    x = to_tensor(np.stack([b[0] for b in batch]), device)
+    y = torch.from_numpy(np.stack([b[1] for b in batch]).astype(np.int64)).to(device)
+    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=torch.device(device).type == "cuda"):
+        logits = model.net(x)
+    loss = torch.nn.functional.cross_entropy(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
 
 
 def validate(model: SegmentationModel, images, device="cpu") -> tuple[float, float]:
