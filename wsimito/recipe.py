@@ -156,7 +156,8 @@ def phase1_on_fields(base: Path, crops, data: Path, slides, config: Config, out:
     """Phase 1 (``base``, a model file) fine-tuned on the MITOS 2012 fields of ``slides`` next to its
     ``crops``; written to ``out``, and reused from there by a rerun."""
     name = "+".join(slides)
-    wanted = fine_tune_settings(config, seed, {"slides": list(slides), "base_sha256": _sha256(base)})
+    provenance = {"slides": list(slides), "base_sha256": _sha256(base)}
+    wanted = fine_tune_settings(config, seed, provenance)
     if out.exists():
         segmentation = SegmentationModel.load(out, device)
         made = {k: v for k, v in segmentation.info.get("fine_tune", {}).items() if k != "fields"}
@@ -175,7 +176,7 @@ def phase1_on_fields(base: Path, crops, data: Path, slides, config: Config, out:
             progress(f"phase 1 on the fields of {name}: step {done}/{total}, loss {loss:.3f}")
 
     return fine_tune_on_fields(segmentation, crops, fields, config, out, seed=seed, device=device, on_step=on_step,
-                               provenance=wanted)
+                               provenance=provenance)
 
 
 def _sha256(path: Path) -> str:
