@@ -43,6 +43,17 @@ def read_detections(path: Path) -> tuple[dict, dict]:
     return {name: Detections(t[:, :2], t[:, 2]) for name, t in tables.items()}, folds
 
 
+def loso_with_truth(workdir: Path, data: Path) -> tuple[dict, dict, dict]:
+    """A recipe workdir's held-out detections, folds and labelled points, per MITOS 2012 field; a field without
+    any detection is there too, with its mitoses."""
+    detections, folds = read_detections(workdir / LOSO_DETECTIONS)
+    for path in mitos_fields(data, MITOS_SLIDES)[0]:
+        detections.setdefault(path.stem, Detections(np.zeros((0, 2)), np.zeros(0)))
+        folds.setdefault(path.stem, path.stem[:3])
+    points = read_centroid_csv(data / "mitos2012-icpr" / "centroids.csv")
+    return detections, folds, {name: points.get(name, np.zeros((0, 2))) for name in detections}
+
+
 def relative(detections: dict, quantile: float) -> dict:
     """Each field's scores as logits minus the field's ``quantile`` of them (no shrinkage: wsimito.background
     shrinks a level towards the model's by its PRIOR_CANDIDATES)."""
@@ -77,12 +88,7 @@ def main(argv=None) -> None:
     parser.add_argument("--data", type=Path, required=True, help="the shared/data folder")
     parser.add_argument("--quantiles", type=float, nargs="+", default=[0.75, 0.9, 0.95])
     args = parser.parse_args(argv)
-    detections, folds = read_detections(args.workdir / LOSO_DETECTIONS)
-    for path in mitos_fields(args.data, MITOS_SLIDES)[0]:  # a field without any detection still has its mitoses
-        detections.setdefault(path.stem, Detections(np.zeros((0, 2)), np.zeros(0)))
-        folds.setdefault(path.stem, path.stem[:3])
-    points = read_centroid_csv(args.data / "mitos2012-icpr" / "centroids.csv")
-    truth = {name: points.get(name, np.zeros((0, 2))) for name in detections}
+    detections, folds, truth = loso_with_truth(args.workdir, args.data)
     print("field     candidates  mitoses  score q50 / q90 / q95")
     for name, d in sorted(detections.items()):
         q = np.quantile(d.scores, [0.5, 0.9, 0.95]) if len(d.scores) else np.full(3, np.nan)

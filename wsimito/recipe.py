@@ -369,7 +369,7 @@ def main(argv=None) -> dict:
     if args.folds and not (args.seg_model or (args.workdir and (args.workdir / "segmentation.pt").exists())):
         parser.error("--folds needs phase 1 first (--seg-model, or a --workdir where the recipe trained it), so "
                      "that separate processes do not each train it")
-    config = load_config(args.config, _parse_overrides(args.overrides))
+    config = load_config(args.config, parse_overrides(args.overrides))
     progress = Progress()
     report = {"seed": args.seed, "boxes": args.boxes, "exclude": args.exclude, "config": config.to_dict()}
     with tempfile.TemporaryDirectory(prefix="wsimito-recipe-") as scratch:
@@ -423,7 +423,8 @@ def main(argv=None) -> dict:
     return report
 
 
-def _parse_overrides(items: list[str]) -> dict:
+def parse_overrides(items: list[str]) -> dict:
+    """``--set SECTION.KEY=VALUE`` options as load_config's overrides, each value read as YAML."""
     import yaml
 
     overrides = {}
