@@ -13,14 +13,17 @@ question behind "more labelled fields" as the next step.
 Printed per level: the training fields per fold, LOSO TP/FP/FN and F1 at each fold's own threshold, and two
 measures of the ranking that no threshold chosen in training can spoil (benchmarks/score_shift.py): the pooled
 oracle F1 (one threshold for all folds, chosen on them: an upper bound) and the cross-fold F1 (each slide at the
-threshold best on the other slides). Each level's fold models and detections stay in ``WORKDIR/fields-N-seed-S`` and are
-reused by a rerun with the same seed, so levels can run as separate processes and a last run prints them
-all.
+threshold best on the other slides). Each level's fold models stay in ``WORKDIR/fields-N-seed-S`` and are reused
+by a rerun with the same seed, so levels can run as separate processes and a last run prints them all (it runs
+``detect`` on the held-out fields again, a few minutes). A rerun with other settings (``--config``, ``--set``,
+``--seg-model``) stops rather than mix them: give it another ``--workdir``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import sys
 import tempfile
 from dataclasses import replace
@@ -69,14 +72,24 @@ class FewerFields:
         return self.segmentation, [f for f in self.load() if not is_mitos_field(f) or f.name in kept]
 
 
-def level_row(level: str, workdir: Path, report: dict, data: Path, training_fields: list) -> str:
-    """One table row: a level's training fields per fold, its LOSO counts and F1, and its two rankings."""
+def level_row(level: str, seed: int, workdir: Path, report: dict, data: Path, training_fields: list) -> str:
+    """One table row: a level's training fields per fold, its LOSO counts, F1 pooled and per fold, and its two
+    rankings."""
     detections, folds, truth = loso_with_truth(workdir, data)
     crossed, _ = cross_fold(detections, truth, folds)
     pooled = report["pooled"]
     per_fold = " / ".join(str(n) for n in training_fields)
-    return (f"| {level} | {per_fold} | {pooled['tp']}/{pooled['fp']}/{pooled['fn']} | {pooled['f1']:.3f} | "
-            f"{report.get('oracle', {}).get('f1', float('nan')):.3f} | {crossed:.3f} |")
+    fold_f1 = " / ".join(f"{report[slide]['f1']:.3f}" for slide in MITOS_SLIDES)
+    return (f"| {level} | {seed} | {per_fold} | {pooled['tp']}/{pooled['fp']}/{pooled['fn']} | {pooled['f1']:.3f} | "
+            f"{fold_f1} | {report.get('oracle', {}).get('f1', float('nan')):.3f} | {crossed:.3f} |")
+
+
+def same_settings(workdir: Path, settings: dict) -> None:
+    """Record a level's settings in its folder, or stop if the folder's fold models were trained with others."""
+    path = workdir / "settings.json"
+    if path.exists() and json.loads(path.read_text()) != settings:
+        raise SystemExit(f"{workdir} holds fold models trained with other settings: give another --workdir")
+    path.write_text(json.dumps(settings, indent=1, sort_keys=True))
 
 
 def main(argv=None):
@@ -94,6 +107,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     config = load_config(args.config, parse_overrides(args.overrides))
     segmentation = SegmentationModel.load(args.seg_model, args.device)
+    if "fine_tune" in segmentation.info:
+        raise SystemExit(f"{args.seg_model}: this phase 1 was fine-tuned on MITOS 2012 fields, so leave-one-slide-"
+                         "out would test on fields it has seen; give the phase 1 before that")
     config = replace(config, tiling=replace(config.tiling, mpp=segmentation.mpp))
     progress = Progress()
     images = None
@@ -110,15 +126,17 @@ def main(argv=None):
         per_slide = None if level == "all" else int(level)
         workdir = args.workdir / f"fields-{level}-seed-{args.seed}"
         workdir.mkdir(parents=True, exist_ok=True)
+        same_settings(workdir, {"config": config.to_dict(), "seg_model_sha256": hashlib.sha256(
+            args.seg_model.read_bytes()).hexdigest(), "fields_per_slide": level, "seed": args.seed})
         training = FewerFields(load, segmentation, args.data, per_slide, args.seed)
         with tempfile.TemporaryDirectory(prefix="wsimito-field-curve-") as scratch:
             report = leave_one_slide_out(training, config, args.seed, args.device, args.data, workdir,
                                          Path(scratch), lambda m, lv=level: progress(f"{lv} per slide: {m}"))
         counts = [len(kept_fields(args.data, per_slide, args.seed, slide)) for slide in MITOS_SLIDES]
-        rows.append(level_row(level, workdir, report, args.data, counts))
-    print("| fields per training slide | training fields (folds A00 / A02 / A03) | LOSO TP/FP/FN | F1 | "
-          "pooled oracle F1 | cross-fold F1 |")
-    print("|---|---|---|---|---|---|")
+        rows.append(level_row(level, args.seed, workdir, report, args.data, counts))
+    print("| fields per training slide | seed | training fields (folds A00 / A02 / A03) | LOSO TP/FP/FN | F1 | "
+          "F1 per fold | pooled oracle F1 | cross-fold F1 |")
+    print("|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 
 
