@@ -22,7 +22,6 @@ by a rerun with the same seed, so levels can run as separate processes and a las
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import tempfile
@@ -36,11 +35,13 @@ from wsimito.config import load_config
 from wsimito.recipe import (
     MITOS_SLIDES,
     Progress,
+    file_sha256,
     is_mitos_field,
     leave_one_slide_out,
     mitos_fields,
     parse_overrides,
     phase2_fields,
+    refuse_field_tuned,
 )
 from wsimito.segmentation import SegmentationModel
 
@@ -107,10 +108,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     config = load_config(args.config, parse_overrides(args.overrides))
     segmentation = SegmentationModel.load(args.seg_model, args.device)
-    if "fine_tune" in segmentation.info:
-        raise SystemExit(f"{args.seg_model}: this phase 1 was fine-tuned on MITOS 2012 fields, so leave-one-slide-"
-                         "out would test on fields it has seen; give the phase 1 before that")
+    refuse_field_tuned(args.seg_model, segmentation)
     config = replace(config, tiling=replace(config.tiling, mpp=segmentation.mpp))
+    seg_sha256 = file_sha256(args.seg_model)
     progress = Progress()
     images = None
 
@@ -126,8 +126,8 @@ def main(argv=None):
         per_slide = None if level == "all" else int(level)
         workdir = args.workdir / f"fields-{level}-seed-{args.seed}"
         workdir.mkdir(parents=True, exist_ok=True)
-        same_settings(workdir, {"config": config.to_dict(), "seg_model_sha256": hashlib.sha256(
-            args.seg_model.read_bytes()).hexdigest(), "fields_per_slide": level, "seed": args.seed})
+        same_settings(workdir, {"config": config.to_dict(), "seg_model_sha256": seg_sha256, "fields_per_slide": level,
+                                "seed": args.seed})
         training = FewerFields(load, segmentation, args.data, per_slide, args.seed)
         with tempfile.TemporaryDirectory(prefix="wsimito-field-curve-") as scratch:
             report = leave_one_slide_out(training, config, args.seed, args.device, args.data, workdir,

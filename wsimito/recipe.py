@@ -156,7 +156,7 @@ def phase1_on_fields(base: Path, crops, data: Path, slides, config: Config, out:
     """Phase 1 (``base``, a model file) fine-tuned on the MITOS 2012 fields of ``slides`` next to its
     ``crops``; written to ``out``, and reused from there by a rerun."""
     name = "+".join(slides)
-    provenance = {"slides": list(slides), "base_sha256": _sha256(base)}
+    provenance = {"slides": list(slides), "base_sha256": file_sha256(base)}
     wanted = fine_tune_settings(config, seed, provenance)
     if out.exists():
         segmentation = SegmentationModel.load(out, device)
@@ -179,8 +179,16 @@ def phase1_on_fields(base: Path, crops, data: Path, slides, config: Config, out:
                                provenance=provenance)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def refuse_field_tuned(path: Path, segmentation: SegmentationModel) -> None:
+    """Stop a leave-one-slide-out run given a phase 1 fine-tuned on MITOS 2012 fields: it has seen the held-out
+    fields."""
+    if "fine_tune" in segmentation.info:
+        raise SystemExit(f"{path}: this phase 1 was fine-tuned on MITOS 2012 fields, so leave-one-slide-out would "
+                         "test on fields it has seen; give the phase 1 before that (the recipe's segmentation.pt)")
 
 
 def atnorm_split(data: Path) -> tuple[list, list]:
@@ -381,10 +389,8 @@ def main(argv=None) -> dict:
             args.seg_model = workdir / "segmentation.pt"
         if args.seg_model:
             segmentation = SegmentationModel.load(args.seg_model, args.device)
-            if args.loso and "fine_tune" in segmentation.info:
-                raise SystemExit(f"{args.seg_model}: this phase 1 was fine-tuned on MITOS 2012 fields, so "
-                                 "leave-one-slide-out would test on fields it has seen; give the phase 1 before "
-                                 "that (the recipe's segmentation.pt)")
+            if args.loso:
+                refuse_field_tuned(args.seg_model, segmentation)
             config = replace(config, tiling=replace(config.tiling, mpp=segmentation.mpp))
         else:
             progress("phase 1: preparing synthetic fields, AMi-Br crops with their masks, PRLAB negatives")
